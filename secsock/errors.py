@@ -129,3 +129,16 @@ class DropReason(StrEnum):
     DUMMY = "dummy"
     SA_DEAD = "sa-dead"
     SEQ_OVERFLOW = "seq-overflow"
+
+
+class IPsecStreamError(SecsockError, ConnectionError):
+    """A secure stream (ESP in RFC 8229 TCP framing) was aborted because of what arrived.
+
+    ``reason`` says why (a forged frame is ``AUTH_FAILED``, a duplicated or out-of-order one
+    ``REPLAY``, a truncated or unparsable one ``MALFORMED``, ...). No byte of the offending
+    frame was delivered. The errno is ECONNABORTED.
+    """
+
+    def __init__(self, reason: DropReason, message: str) -> None:
+        super().__init__(_errno.ECONNABORTED, f"{reason}: {message}")
+        self.reason = reason
