@@ -26,14 +26,19 @@ The engine passes sysctl values in; this module never reads them. docs/ah.md has
 
 from __future__ import annotations
 
-import hmac as _hmac
 import struct
 from dataclasses import dataclass, field, replace
 from typing import Final, NamedTuple, Protocol
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from secsock.core.algorithms import AuthAlgorithm, AuthKind
+from secsock.core.algorithms import (
+    AuthAlgorithm,
+    AuthKind,
+    Gmac,
+    Integrity,
+    check_key,
+    new_gmac,
+    new_integrity,
+)
 from secsock.core.ip import (
     IPv4AddressLike,
     IPv4Header,
@@ -98,63 +103,49 @@ class _Mac(Protocol):
     def check(self, icv_field: bytes, parts: tuple[bytes, ...]) -> bool: ...
 
 
-class _HmacMac:
-    """A truncated HMAC; the keyed state is prepared once and copied per packet."""
+class _IntegrityMac:
+    """A plain integrity transform (HMAC, AES-XCBC-MAC): the ICV field is the truncated MAC."""
 
-    __slots__ = ("_base", "field_len")
+    __slots__ = ("_integrity", "field_len")
 
-    def __init__(self, hash_name: str, key: bytes, icv_len: int) -> None:
-        self._base = _hmac.new(key, digestmod=hash_name)
-        self.field_len = icv_len
-
-    def _compute(self, parts: tuple[bytes, ...]) -> bytes:
-        mac = self._base.copy()
-        for part in parts:
-            mac.update(part)
-        return mac.digest()[: self.field_len]
+    def __init__(self, integrity: Integrity) -> None:
+        self._integrity = integrity
+        self.field_len = integrity.icv_len
 
     def sign(self, iv: bytes, parts: tuple[bytes, ...]) -> bytes:
-        return self._compute(parts)
+        return self._integrity.compute(*parts)
 
     def check(self, icv_field: bytes, parts: tuple[bytes, ...]) -> bool:
-        return _hmac.compare_digest(self._compute(parts), icv_field)
+        return self._integrity.verify(icv_field, *parts)
 
 
 class _GmacMac:
     """RFC 4543 AES-GMAC for AH: the ICV field is IV (8) || tag (16), nonce = salt || IV."""
 
-    __slots__ = ("_aead", "_salt", "_tag_len", "field_len")
+    __slots__ = ("_gmac", "field_len")
 
-    def __init__(self, key: bytes, *, salt_len: int, iv_len: int, tag_len: int) -> None:
-        self._aead = AESGCM(key[:-salt_len])
-        self._salt = key[-salt_len:]
-        self._tag_len = tag_len
-        self.field_len = iv_len + tag_len
-
-    def _tag(self, iv: bytes, parts: tuple[bytes, ...]) -> bytes:
-        # GMAC is GCM with an empty plaintext: the "ciphertext" is the tag alone.
-        return self._aead.encrypt(self._salt + iv, b"", b"".join(parts))[: self._tag_len]
+    def __init__(self, gmac: Gmac) -> None:
+        self._gmac = gmac
+        self.field_len = gmac.iv_len + gmac.icv_len
 
     def sign(self, iv: bytes, parts: tuple[bytes, ...]) -> bytes:
-        return iv + self._tag(iv, parts)
+        return iv + self._gmac.tag(iv, *parts)
 
     def check(self, icv_field: bytes, parts: tuple[bytes, ...]) -> bool:
-        iv_len = self.field_len - self._tag_len
-        iv = icv_field[:iv_len]
-        return _hmac.compare_digest(self._tag(iv, parts), icv_field[iv_len:])
+        iv_len = self._gmac.iv_len
+        return self._gmac.verify(icv_field[iv_len:], icv_field[:iv_len], *parts)
 
 
 def _new_mac(auth: AuthAlgorithm, key: bytes) -> _Mac:
-    if len(key) not in auth.key_sizes:
-        sizes = ", ".join(str(k) for k in auth.key_sizes)
+    if auth.kind is AuthKind.NULL:
         raise AlgorithmError(
-            f"{auth.name}: expected a key of {sizes} bytes, found {len(key)} bytes"
+            f"AH needs an integrity algorithm with an ICV (RFC 8221: NONE is MUST NOT), "
+            f"got {auth.name}"
         )
-    if auth.kind is AuthKind.HMAC and auth.hash_name is not None:
-        return _HmacMac(auth.hash_name, key, auth.icv_len)
     if auth.kind is AuthKind.GMAC:
-        return _GmacMac(key, salt_len=auth.salt_len, iv_len=auth.iv_len, tag_len=auth.icv_len)
-    raise AlgorithmError(f"{auth.name}: AH needs an integrity algorithm with an ICV")
+        check_key(auth, key)
+        return _GmacMac(new_gmac(key))
+    return _IntegrityMac(new_integrity(auth, key))
 
 
 # --- the per-SA context -----------------------------------------------------------------------
@@ -183,8 +174,8 @@ class AhContext:
     ) -> AhContext:
         """Prepare the integrity transform for ``auth`` keyed with ``auth_key``.
 
-        Raises ValueError for a wrong key length, an algorithm without an ICV (``null``) or an
-        ``align`` other than None, 4 or 8.
+        Raises AlgorithmError for a wrong key length or an algorithm without an ICV (``null``),
+        ValueError for an ``align`` other than None, 4 or 8.
         """
         if align not in (None, 4, 8):
             raise ValueError(f"AH alignment must be None, 4 or 8, found {align!r}")
