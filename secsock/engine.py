@@ -1,0 +1,952 @@
+"""The IPsec engine: the KAME policy decision plus the ESP/AH codecs, for one socket. Sans-IO.
+
+An :class:`IPsecEngine` belongs to one secure socket or endpoint (the asyncio and anyio layers
+build their own). It holds the socket's inbound and outbound policies (a new engine starts at
+``entrust`` in both directions, as a new KAME socket does), the SADB and SPD it consults, its
+counters and a random source. It opens no socket and reads no clock: callers pass ``now``
+(wall-clock seconds, for SA lifetimes) and the engine's ``rng`` is a constructor parameter.
+
+``protect(flow, payload, now=...)`` is the outbound decision of IPSEC-REFERENCE §4.2 for a
+privileged socket (every secsock socket counts as privileged, see docs/decision.md) followed
+by the transforms; it returns the datagrams to emit as :class:`Outbound` values, or raises a
+local error (``PermissionError`` for ``discard``, :class:`~secsock.errors.NoSAError` for a
+missing ``require`` SA, ...) having sent nothing.
+
+``receive(...)`` is §4.5: decapsulate, look up the SA by (dst, protocol, SPI), replay check
+before the ICV, verify/decrypt, commit the replay window after, account the lifetime, parse
+the inner UDP datagram, then check it against the socket's inbound policy (else the SPD, else
+``def_policy``). It returns :class:`Delivered` or :class:`Dropped` and never raises for any
+input bytes. The two halves are also available separately (:meth:`IPsecEngine.decapsulate`,
+:meth:`IPsecEngine.admit`) for a shared encapsulation port, where the SA work happens once and
+the datagram is then handed to the socket its inner UDP header names.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from ipaddress import IPv4Address, IPv6Address
+from typing import Final, NamedTuple, TypeAlias
+from typing import Protocol as _TypingProtocol
+
+from secsock import sysctl
+from secsock.core import ah as _ah
+from secsock.core import esp as _esp
+from secsock.core.ah import AhContext
+from secsock.core.esp import EspContext, PadMode
+from secsock.core.ip import parse_ipv4_untrusted
+from secsock.core.upper import build_udp, parse_udp_untrusted
+from secsock.errors import (
+    DropReason,
+    IntegrityError,
+    MalformedPacket,
+    NoSAError,
+    SequenceOverflowError,
+)
+from secsock.policy.model import Action, Direction, Level, Mode, Policy, Protocol, Request
+from secsock.sadb.model import IPAddress, Padding, SAProtocol, SAState, SecurityAssociation
+from secsock.sadb.spd import SPD, default_spd
+from secsock.sadb.store import SAEntry, SARecord, default_sadb
+from secsock.stats import Counters, IPsecStats, process_counters
+
+__all__ = (
+    "Address",
+    "Applied",
+    "Carrier",
+    "Decapsulated",
+    "Delivered",
+    "Dropped",
+    "EngineStore",
+    "Flow",
+    "IPsecEngine",
+    "Outbound",
+    "Transport",
+)
+
+Address: TypeAlias = IPv4Address | IPv6Address
+
+_LOG: Final = logging.getLogger("secsock")
+
+IPPROTO_UDP: Final = 17
+IPPROTO_ESP: Final = 50
+IPPROTO_AH: Final = 51
+_NH_NONE: Final = 59  # RFC 4303 §2.6 dummy packet
+_CACHE_MAX: Final = 4096
+
+
+class EngineStore(_TypingProtocol):
+    """The part of :class:`secsock.sadb.store.EngineStore` the engine and sockets use.
+
+    Every SA state change goes through these calls (the engine never mutates an SA), so any
+    store implementing them -- :class:`~secsock.sadb.store.MemoryStore`, a host-wide or a
+    networked one -- can sit behind a socket.
+    """
+
+    def lookup_inbound(self, dst: IPAddress | str, proto: int | str,
+                       spi: int) -> SAEntry | None: ...
+
+    def lookup_outbound(self, src: IPAddress | str, dst: IPAddress | str, proto: int | str,
+                        mode: int | str = ..., reqid: int = 0) -> SAEntry | None: ...
+
+    def reserve_seq(self, entry: SAEntry, count: int = 1) -> int: ...
+
+    def replay_check(self, entry: SAEntry, seq_lo: int) -> int | None: ...
+
+    def replay_commit(self, entry: SAEntry, seq: int) -> bool: ...
+
+    def account(self, entry: SAEntry, nbytes: int, now: float) -> SAState: ...
+
+    def tick(self, now: float) -> object: ...
+
+    def acquire(self, src: IPAddress | str, dst: IPAddress | str, proto: int | str,
+                mode: int | str, reqid: int, *, now: float) -> bool: ...
+
+    def allocate_reqid(self) -> int: ...
+
+    def dump(self, proto: int | str | None = None) -> list[SARecord]: ...
+
+
+class Transport(StrEnum):
+    """How a socket's ``esp`` SAs travel (``esp-udp`` SAs always use their NAT-T ports)."""
+
+    #: ESP-in-UDP (RFC 3948) between the two sockets' own ports; AH is impossible.
+    UDP = "udp"
+    #: ESP and AH as IP protocols 50 and 51 (raw sockets).
+    RAW = "raw"
+
+
+class Carrier(IntEnum):
+    """How one datagram travels on the wire."""
+
+    #: a plain UDP datagram between the application's ports (no IPsec)
+    CLEAR = 0
+    #: ESP-in-UDP between the application's own ports (``esp`` SA, transport "udp")
+    UDP = 1
+    #: ESP-in-UDP between the SA's NAT-T ports, through the shared encapsulation port
+    NATT = 2
+    #: raw IP: ESP (protocol 50) or AH (51)
+    IP = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """A UDP datagram's selectors: local ``src`` and ``dst`` addresses and ports (outbound), or
+    the remote ``src`` and local ``dst`` (inbound). Both addresses are of one IP version."""
+
+    src: Address
+    dst: Address
+    sport: int
+    dport: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.src, IPv4Address | IPv6Address) or not isinstance(
+            self.dst, IPv4Address | IPv6Address
+        ):
+            raise TypeError(
+                f"expected ipaddress addresses, found src={self.src!r} dst={self.dst!r}"
+            )
+        if self.src.version != self.dst.version:
+            raise ValueError(f"expected one IP version, found src={self.src} dst={self.dst}")
+        if not (0 <= self.sport <= 0xFFFF and 0 <= self.dport <= 0xFFFF):
+            raise ValueError(f"expected ports 0..65535, found {self.sport} and {self.dport}")
+
+    def __str__(self) -> str:
+        if self.src.version == 6:
+            return f"[{self.src}]:{self.sport} -> [{self.dst}]:{self.dport}"
+        return f"{self.src}:{self.sport} -> {self.dst}:{self.dport}"
+
+
+class Outbound(NamedTuple):
+    """One datagram to put on the wire (what :meth:`IPsecEngine.protect` returns).
+
+    ``data`` is the UDP payload for the CLEAR, UDP and NATT carriers (sent from ``sport`` to
+    ``dst``:``dport``); for the IP carrier it is the IP payload of ``protocol`` 50 or 51, or the
+    whole IPv4 packet when ``header_included`` (AH over IPv4, whose ICV covers the header: send
+    it with IP_HDRINCL). ``spi``/``seq`` name the outermost SA applied (0 when clear).
+    """
+
+    carrier: Carrier
+    data: bytes
+    src: Address
+    dst: Address
+    sport: int
+    dport: int
+    protocol: int
+    header_included: bool = False
+    spi: int = 0
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Applied:
+    """One IPsec header a received datagram came through, outermost first."""
+
+    proto: Protocol
+    spi: int
+    seq: int
+    reqid: int = 0
+    natt: bool = False
+
+
+class Decapsulated(NamedTuple):
+    """A datagram after the SA work (:meth:`IPsecEngine.decapsulate`), before the policy check.
+
+    ``src``/``sport`` are the remote end, ``dst``/``dport`` the local one (the inner UDP ports);
+    ``applied`` is empty for a clear datagram.
+    """
+
+    payload: bytes
+    src: Address
+    dst: Address
+    sport: int
+    dport: int
+    applied: tuple[Applied, ...]
+
+
+class Delivered(NamedTuple):
+    """A datagram the socket's policy accepted: hand ``payload`` to the application."""
+
+    payload: bytes
+    src: Address
+    dst: Address
+    sport: int
+    dport: int
+    applied: tuple[Applied, ...]
+
+    @property
+    def protected(self) -> bool:
+        return bool(self.applied)
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A datagram that was discarded, and why (also counted; never raised)."""
+
+    reason: DropReason
+    spi: int | None = None
+    seq: int | None = None
+    detail: str = ""
+
+    def __str__(self) -> str:
+        spi = "-" if self.spi is None else f"0x{self.spi:08x}"
+        seq = "-" if self.seq is None else str(self.seq)
+        return f"dropped ({self.reason}) spi={spi} seq={seq}: {self.detail}"
+
+
+# --- the decision ---------------------------------------------------------------------------
+
+
+class _Verdict(IntEnum):
+    DISCARD = 0
+    CLEAR = 1
+    PROTECT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class _Req:
+    """A request with its level resolved (§4.1) to USE or REQUIRE."""
+
+    proto: Protocol
+    mode: Mode
+    require: bool
+    reqid: int
+    src: Address | None
+    dst: Address | None
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    verdict: _Verdict
+    requests: tuple[_Req, ...]
+    policy: Policy
+    source: str  # "socket policy", "SPD entry 3", "net.inet.ipsec.def_policy"
+
+
+_DEFLEV_LEAF: Final = {
+    (Protocol.ESP, Mode.TRANSPORT): "esp_trans_deflev",
+    (Protocol.ESP, Mode.TUNNEL): "esp_net_deflev",
+    (Protocol.AH, Mode.TRANSPORT): "ah_trans_deflev",
+    (Protocol.AH, Mode.TUNNEL): "ah_net_deflev",
+}
+
+
+def _tree(version: int) -> str:
+    return "net.inet.ipsec." if version == 4 else "net.inet6.ipsec6."
+
+
+def _resolve_level(req: Request, version: int) -> bool:
+    """True when the request's level resolves to REQUIRE (§4.1; NetBSD/FreeBSD rule for AH)."""
+    level = req.level
+    if level in (Level.REQUIRE, Level.UNIQUE):
+        return True
+    if level == Level.USE:
+        return False
+    leaf = _DEFLEV_LEAF.get((req.proto, req.mode))
+    if leaf is None:  # IPComp, or mode any: "use"
+        return False
+    return sysctl.get(_tree(version) + leaf) == int(Level.REQUIRE)
+
+
+def _entrust(direction: Direction) -> Policy:
+    return Policy(direction=direction, action=Action.ENTRUST)
+
+
+def _hexspi(spi: int | None) -> str:
+    return "-" if spi is None else f"0x{spi:08x}"
+
+
+# --- the engine -----------------------------------------------------------------------------
+
+
+class IPsecEngine:
+    """Policies, SADB/SPD, codecs and counters for one secure socket or endpoint.
+
+    ``transport`` says how ``esp`` SAs travel (see :class:`Transport`). ``sadb``/``spd``
+    default to the process-wide stores. ``rng(n)`` returns ``n`` random bytes (CBC IVs,
+    random padding, IPv4 identification numbers). Thread-safe: the decision caches are
+    replaced atomically and all SA state lives in the store.
+    """
+
+    def __init__(
+        self,
+        *,
+        transport: Transport | str = Transport.UDP,
+        sadb: EngineStore | None = None,
+        spd: SPD | None = None,
+        rng: Callable[[int], bytes] = os.urandom,
+        counters: Counters | None = None,
+    ) -> None:
+        try:
+            self._transport = Transport(transport)
+        except ValueError:
+            raise ValueError(
+                f"expected transport 'udp' or 'raw', found {transport!r}"
+            ) from None
+        self._sadb: EngineStore = sadb if sadb is not None else default_sadb()
+        self._spd: SPD = spd if spd is not None else default_spd()
+        self._rng = rng
+        self._counters = counters if counters is not None else Counters(process_counters())
+        self._lock = threading.Lock()
+        self._in_policy = _entrust(Direction.INBOUND)
+        self._out_policy = _entrust(Direction.OUTBOUND)
+        self._policy_version = 0
+        self._out_cache: dict[Flow, tuple[tuple[int, int, int], _Decision]] = {}
+        self._in_cache: dict[Flow, tuple[tuple[int, int, int], _Decision]] = {}
+        self._ip_id = int.from_bytes(rng(2), "big")
+        c = Counters.index
+        self._c_out_success = c("out_success")
+        self._c_out_clear = c("out_clear")
+        self._c_out_polvio = c("out_polvio")
+        self._c_out_nosa = c("out_nosa")
+        self._c_out_inval = c("out_inval")
+        self._c_out_seqoverflow = c("out_seqoverflow")
+        self._c_in_success = c("in_success")
+        self._c_in_clear = c("in_clear")
+
+    # --- configuration ----------------------------------------------------------------------
+    @property
+    def transport(self) -> Transport:
+        return self._transport
+
+    @property
+    def sadb(self) -> EngineStore:
+        return self._sadb
+
+    @property
+    def spd(self) -> SPD:
+        return self._spd
+
+    @property
+    def counters(self) -> Counters:
+        return self._counters
+
+    @property
+    def policy_version(self) -> int:
+        """Changes whenever a policy is set (for callers that cache decisions)."""
+        return self._policy_version
+
+    def get_policy(self, direction: Direction) -> Policy:
+        """The socket policy for ``direction`` (INBOUND or OUTBOUND)."""
+        if direction == Direction.INBOUND:
+            return self._in_policy
+        if direction == Direction.OUTBOUND:
+            return self._out_policy
+        raise ValueError(f"expected Direction.INBOUND or Direction.OUTBOUND, found {direction!r}")
+
+    def set_policy(self, policy: Policy) -> Policy:
+        """Install ``policy`` as the socket policy for its direction and return what was stored.
+
+        The caller has validated it as the kernel would (``check_socket_policy``): direction in
+        or out, action ipsec, entrust or bypass. ``unique`` requests without a reqid get one
+        from the SADB (``allocate_reqid``, KAME's key_newreqid), as key_msg2sp does.
+        """
+        if policy.direction not in (Direction.INBOUND, Direction.OUTBOUND):
+            raise ValueError(f"a socket policy is 'in' or 'out', found {policy.direction.keyword}")
+        if policy.action not in (Action.IPSEC, Action.ENTRUST, Action.BYPASS):
+            raise ValueError(
+                f"a socket policy is ipsec, entrust or bypass, found {policy.action.keyword}"
+            )
+        if any(r.level == Level.UNIQUE and r.reqid == 0 for r in policy.requests):
+            requests = tuple(
+                Request(
+                    proto=r.proto, mode=r.mode, level=r.level,
+                    reqid=self._sadb.allocate_reqid(),
+                    src=r.src, dst=r.dst, src_port=r.src_port, dst_port=r.dst_port,
+                    src_scope_id=r.src_scope_id, dst_scope_id=r.dst_scope_id,
+                )
+                if r.level == Level.UNIQUE and r.reqid == 0
+                else r
+                for r in policy.requests
+            )
+            policy = policy.with_requests(requests)
+        with self._lock:
+            if policy.direction == Direction.INBOUND:
+                self._in_policy = policy
+                self._in_cache = {}
+            else:
+                self._out_policy = policy
+                self._out_cache = {}
+            self._policy_version += 1
+        return policy
+
+    def reset_policies(self) -> None:
+        """Both directions back to ``entrust`` (Linux's ``setsockopt(..., NULL, 0)``)."""
+        self.set_policy(_entrust(Direction.INBOUND))
+        self.set_policy(_entrust(Direction.OUTBOUND))
+
+    def statistics(self) -> IPsecStats:
+        """A frozen snapshot of this engine's counters."""
+        return self._counters.snapshot()
+
+    # --- the decision (§4.2, KAME privileged socket) -----------------------------------------
+    def _generation(self) -> tuple[int, int, int]:
+        return (sysctl.generation(), self._spd.generation, self._policy_version)
+
+    def _decide(self, direction: Direction, flow: Flow) -> _Decision:
+        gen = self._generation()
+        cache = self._out_cache if direction == Direction.OUTBOUND else self._in_cache
+        hit = cache.get(flow)
+        if hit is not None and hit[0] == gen:
+            return hit[1]
+        decision = self._compute_decision(direction, flow)
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[flow] = (gen, decision)
+        return decision
+
+    def _compute_decision(self, direction: Direction, flow: Flow) -> _Decision:
+        sp = self._out_policy if direction == Direction.OUTBOUND else self._in_policy
+        source = "socket policy"
+        if sp.action == Action.ENTRUST:
+            # The packet's own selectors: outbound src is local, inbound src is the peer.
+            entry = self._spd.lookup(
+                direction, flow.src, flow.dst, IPPROTO_UDP, flow.sport, flow.dport
+            )
+            if entry is not None:
+                sp = entry.policy
+                source = f"SPD entry {entry.spid}"
+            else:
+                name = _tree(flow.src.version) + "def_policy"
+                action = Action.DISCARD if sysctl.get(name) == 0 else Action.NONE
+                sp = Policy(direction=direction, action=action)
+                source = name
+        if sp.action in (Action.NONE, Action.BYPASS):
+            return _Decision(_Verdict.CLEAR, (), sp, source)
+        if sp.action == Action.IPSEC:
+            version = flow.src.version
+            reqs = tuple(
+                _Req(
+                    proto=r.proto,
+                    mode=r.mode,
+                    require=_resolve_level(r, version),
+                    reqid=r.reqid if r.level == Level.UNIQUE else 0,
+                    src=r.src,
+                    dst=r.dst,
+                    text=r.to_text(),
+                )
+                for r in sp.requests
+            )
+            return _Decision(_Verdict.PROTECT, reqs, sp, source)
+        # DISCARD (or an entrust that reached here, which cannot happen for the SPD)
+        return _Decision(_Verdict.DISCARD, (), sp, source)
+
+    # --- outbound -----------------------------------------------------------------------------
+    def protect(self, flow: Flow, payload: bytes, *, now: float) -> list[Outbound]:
+        """Apply the outbound policy to one UDP datagram from ``flow.src``:``flow.sport``.
+
+        Returns what to send (one datagram). Raises, having sent nothing:
+        ``PermissionError`` (EACCES) under ``discard``; :class:`NoSAError` (ENOENT) when a
+        ``require``/``unique`` SA is missing (an Acquire event is raised through the SADB,
+        rate-limited); :class:`SequenceOverflowError` when the SA is exhausted; ``OSError``
+        (EPROTONOSUPPORT/EOPNOTSUPP/EINVAL) for what this socket cannot do (AH over the udp
+        transport, tunnel mode, IPComp).
+        """
+        self._sadb.tick(now)
+        decision = self._decide(Direction.OUTBOUND, flow)
+        verdict = decision.verdict
+        if verdict == _Verdict.CLEAR:
+            self._counters.add(self._c_out_clear)
+            return [
+                Outbound(Carrier.CLEAR, payload, flow.src, flow.dst, flow.sport, flow.dport,
+                         IPPROTO_UDP)
+            ]
+        if verdict == _Verdict.DISCARD:
+            self._counters.add(self._c_out_polvio)
+            raise PermissionError(
+                errno.EACCES,
+                f"datagram {flow} refused by policy '{decision.policy.to_text()}' "
+                f"({decision.source}); nothing was sent",
+            )
+        return [self._protect_ipsec(decision, flow, payload, now)]
+
+    def _out_error(self, slot: int, exc: OSError) -> OSError:
+        self._counters.add(slot)
+        return exc
+
+    def _protect_ipsec(
+        self, decision: _Decision, flow: Flow, payload: bytes, now: float
+    ) -> Outbound:
+        sadb = self._sadb
+        if not decision.requests:
+            self._counters.add(self._c_out_nosa)
+            raise NoSAError(
+                f"policy '{decision.policy.to_text()}' ({decision.source}) has no requests, so "
+                f"no SA can protect {flow}; nothing was sent"
+            )
+        # 1. Resolve every SA first, so an error sends nothing and burns no sequence number.
+        chosen: list[tuple[_Req, SAEntry]] = []
+        for req in decision.requests:
+            if req.mode != Mode.TRANSPORT:
+                raise self._out_error(self._c_out_inval, OSError(
+                    errno.EOPNOTSUPP,
+                    f"request '{req.text}' asks for {req.mode.keyword} mode; secsock sockets "
+                    f"do transport mode only; nothing was sent",
+                ))
+            if req.proto == Protocol.IPCOMP:
+                if req.require:
+                    raise self._out_error(self._c_out_inval, OSError(
+                        errno.EPROTONOSUPPORT,
+                        f"request '{req.text}' requires IPComp, which secsock does not "
+                        f"implement; nothing was sent",
+                    ))
+                continue
+            src = req.src if req.src is not None else flow.src
+            dst = req.dst if req.dst is not None else flow.dst
+            entry = sadb.lookup_outbound(src, dst, req.proto, req.mode, req.reqid)
+            if entry is None:
+                sadb.acquire(src, dst, req.proto, req.mode, req.reqid, now=now)
+                if not req.require:
+                    continue  # level use: skip this request (KAME), maybe send in the clear
+                reqid = f" reqid {req.reqid}" if req.reqid else ""
+                self._counters.add(self._c_out_nosa)
+                raise NoSAError(
+                    f"no SA for {req.proto.keyword}/{req.mode.keyword} {src}->{dst}{reqid} "
+                    f"(request '{req.text}' of policy '{decision.policy.to_text()}', "
+                    f"{decision.source}); an ACQUIRE was raised; nothing was sent"
+                )
+            chosen.append((req, entry))
+        if not chosen:
+            self._counters.add(self._c_out_clear)
+            return Outbound(Carrier.CLEAR, payload, flow.src, flow.dst, flow.sport, flow.dport,
+                            IPPROTO_UDP)
+        for i, (req, entry) in enumerate(chosen):
+            if req.proto == Protocol.AH:
+                if self._transport == Transport.UDP:
+                    raise self._out_error(self._c_out_inval, OSError(
+                        errno.EPROTONOSUPPORT,
+                        f"request '{req.text}': AH cannot travel over the udp transport "
+                        f"(RFC 3948 encapsulates only ESP, and AH's ICV covers the IP header); "
+                        f"use ESP with integrity (e.g. esp/transport//require with aes-gcm-16) "
+                        f"or transport='raw'; nothing was sent",
+                    ))
+                if i != len(chosen) - 1:
+                    raise self._out_error(self._c_out_inval, OSError(
+                        errno.EOPNOTSUPP,
+                        f"request '{req.text}': AH must be the last (outermost) request of "
+                        f"the policy, e.g. 'esp/transport//require ah/transport//require'; "
+                        f"nothing was sent",
+                    ))
+            elif _is_natt(entry.sa) and i != len(chosen) - 1:
+                raise self._out_error(self._c_out_inval, OSError(
+                    errno.EOPNOTSUPP,
+                    f"SA 0x{entry.sa.spi:08x} is esp-udp (NAT-T) and must be the outermost "
+                    f"transform; nothing was sent",
+                ))
+        # 2. Apply the transforms, innermost first.
+        src_p = flow.src.packed
+        dst_p = flow.dst.packed
+        data = build_udp(src_p, dst_p, flow.sport, flow.dport, payload)
+        nh = IPPROTO_UDP
+        carrier = Carrier.IP
+        osport = odport = 0
+        protocol = IPPROTO_ESP
+        header_included = False
+        spi = seq = 0
+        version = flow.src.version
+        for req, entry in chosen:
+            sa = entry.sa
+            spi = sa.spi
+            try:
+                seq = sadb.reserve_seq(entry)
+            except SequenceOverflowError:
+                self._counters.add(self._c_out_seqoverflow)
+                raise
+            except NoSAError:  # the SA died between selection and use
+                self._counters.add(self._c_out_nosa)
+                raise
+            if req.proto == Protocol.ESP:
+                data = self._seal_esp(entry, sa, seq, data, nh, version)
+                nh = IPPROTO_ESP
+                if _is_natt(sa):
+                    carrier = Carrier.NATT
+                    osport, odport = sa.natt_sport or 0, sa.natt_dport or 0
+                elif self._transport == Transport.UDP:
+                    carrier = Carrier.UDP
+                    osport, odport = flow.sport, flow.dport
+                protocol = IPPROTO_ESP if carrier == Carrier.IP else IPPROTO_UDP
+            else:
+                data, header_included = self._seal_ah(entry, sa, seq, data, nh, flow)
+                nh = IPPROTO_AH
+                carrier = Carrier.IP
+                protocol = IPPROTO_AH
+            sadb.account(entry, len(data), now)
+        self._counters.add(self._c_out_success)
+        return Outbound(carrier, data, flow.src, flow.dst, osport, odport, protocol,
+                        header_included, spi, seq)
+
+    def _seal_esp(
+        self, entry: SAEntry, sa: SecurityAssociation, seq: int, data: bytes, nh: int,
+        version: int,
+    ) -> bytes:
+        ctx = entry.crypto
+        if not isinstance(ctx, EspContext):
+            raise TypeError(f"ESP SA 0x{sa.spi:08x} has no ESP context")  # a store bug
+        iv = self._rng(ctx.iv_len) if ctx.needs_random_iv else None
+        padding = _PADMODE[sa.padding]
+        random_pad = self._rng(255) if padding is PadMode.RANDOM else None
+        randpad = sysctl.get(_tree(version) + "esp_randpad")
+        return _esp.seal(
+            ctx, spi=sa.spi, seq=seq, payload=data, next_header=nh, esn=sa.esn, iv=iv,
+            padding=padding, random_pad=random_pad, pad_to=max(0, randpad),
+        )
+
+    def _seal_ah(
+        self, entry: SAEntry, sa: SecurityAssociation, seq: int, data: bytes, nh: int,
+        flow: Flow,
+    ) -> tuple[bytes, bool]:
+        ctx = entry.crypto
+        if not isinstance(ctx, AhContext):
+            raise TypeError(f"AH SA 0x{sa.spi:08x} has no AH context")  # a store bug
+        if isinstance(flow.src, IPv4Address) and isinstance(flow.dst, IPv4Address):
+            with self._lock:
+                self._ip_id = (self._ip_id + 1) & 0xFFFF or 1
+                ident = self._ip_id
+            packet = _ah.seal_ipv4(
+                ctx, spi=sa.spi, seq=seq, esn=sa.esn, src=flow.src, dst=flow.dst,
+                next_header=nh, payload=data, identification=ident,
+                cleartos=sysctl.get("net.inet.ipsec.ah_cleartos") != 0,
+                offsetmask=sysctl.get("net.inet.ipsec.ah_offsetmask"),
+            )
+            return packet, True
+        assert isinstance(flow.src, IPv6Address)
+        assert isinstance(flow.dst, IPv6Address)
+        # The kernel builds the IPv6 header of a raw IPv6 socket; every field the ICV covers
+        # (payload length, next header 51, addresses) is known, the rest is zeroed anyway.
+        packet = _ah.seal_ipv6(
+            ctx, spi=sa.spi, seq=seq, esn=sa.esn, src=flow.src, dst=flow.dst,
+            next_header=nh, payload=data,
+        )
+        return packet[40:], False
+
+    # --- inbound ------------------------------------------------------------------------------
+    def receive(
+        self,
+        packet: bytes,
+        *,
+        carrier: Carrier,
+        src: Address,
+        dst: Address,
+        sport: int = 0,
+        dport: int = 0,
+        protocol: int = IPPROTO_UDP,
+        header_included: bool = False,
+        now: float,
+    ) -> Delivered | Dropped:
+        """Process one received datagram; never raises for any ``packet`` bytes.
+
+        ``carrier`` says how it arrived: CLEAR (a plain UDP payload), UDP (the payload of a
+        datagram on the socket's own port: ESP when its first word is the SPI of an inbound
+        SA for ``dst``, else clear), NATT (from the encapsulation port, already classified as
+        ESP), IP (``protocol`` 50 or 51; ``header_included`` when ``packet`` starts with the
+        IPv4 header, as raw IPv4 sockets deliver it). ``src``/``sport`` are the remote end,
+        ``dst``/``dport`` the local one, as seen on the outer packet.
+        """
+        result = self.decapsulate(
+            packet, carrier=carrier, src=src, dst=dst, sport=sport, dport=dport,
+            protocol=protocol, header_included=header_included, now=now,
+        )
+        if isinstance(result, Dropped):
+            return result
+        return self.admit(result, now=now)
+
+    def _drop(
+        self, reason: DropReason, spi: int | None = None, seq: int | None = None,
+        detail: str = "",
+    ) -> Dropped:
+        self._counters.drop(reason)
+        if sysctl.debug_enabled():
+            _LOG.debug("drop reason=%s spi=%s seq=%s %s", reason, _hexspi(spi),
+                       "-" if seq is None else seq, detail)
+        return Dropped(reason, spi, seq, detail)
+
+    def decapsulate(
+        self,
+        packet: bytes,
+        *,
+        carrier: Carrier,
+        src: Address,
+        dst: Address,
+        sport: int = 0,
+        dport: int = 0,
+        protocol: int = IPPROTO_UDP,
+        header_included: bool = False,
+        now: float,
+    ) -> Decapsulated | Dropped:
+        """The SA half of :meth:`receive`: everything except the socket's policy check."""
+        try:
+            return self._decapsulate(packet, carrier, src, dst, sport, dport, protocol,
+                                     header_included, now)
+        except _DropSignal as sig:
+            return self._drop(sig.reason, sig.spi, sig.seq, sig.detail)
+        except (MalformedPacket, IntegrityError, ValueError) as exc:  # pragma: no cover
+            # A codec that let something through: still a drop, never an exception.
+            reason = exc.reason if isinstance(exc, MalformedPacket) else DropReason.MALFORMED
+            return self._drop(reason, detail=f"unexpected: {exc}")
+
+    def _decapsulate(
+        self, packet: bytes, carrier: Carrier, src: Address, dst: Address, sport: int,
+        dport: int, protocol: int, header_included: bool, now: float,
+    ) -> Decapsulated:
+        if type(packet) is not bytes:
+            packet = bytes(packet)
+        self._sadb.tick(now)
+        if carrier == Carrier.CLEAR:
+            return Decapsulated(packet, src, dst, sport, dport, ())
+        applied: list[Applied] = []
+        if carrier == Carrier.UDP:
+            entry = None
+            if len(packet) >= 8:
+                spi = int.from_bytes(packet[:4], "big")
+                if spi >= 256:
+                    entry = self._sadb.lookup_inbound(dst, SAProtocol.ESP, spi)
+            if entry is None:  # not ESP for us: a clear datagram on the socket's port
+                return Decapsulated(packet, src, dst, sport, dport, ())
+            inner, nh = self._open_esp(packet, entry, src, dst, applied, now, natt=False)
+        elif carrier == Carrier.NATT:
+            inner, nh = self._open_esp(packet, None, src, dst, applied, now, natt=True)
+        elif carrier == Carrier.IP:
+            if header_included:
+                try:
+                    header, packet = parse_ipv4_untrusted(packet)
+                except MalformedPacket as exc:
+                    raise _DropSignal(DropReason.MALFORMED, detail=str(exc)) from None
+                protocol = header.protocol
+                src, dst = header.src, header.dst
+                if header.is_fragment:
+                    raise _DropSignal(DropReason.MALFORMED, detail="IPv4 fragment")
+                ip_header = header
+            else:
+                ip_header = None
+            if protocol == IPPROTO_AH:
+                inner, nh = self._open_ah(packet, ip_header, src, dst, applied, now)
+                if nh == IPPROTO_ESP:
+                    inner, nh = self._open_esp(inner, None, src, dst, applied, now, natt=False)
+            elif protocol == IPPROTO_ESP:
+                inner, nh = self._open_esp(packet, None, src, dst, applied, now, natt=False)
+            else:
+                raise _DropSignal(DropReason.MALFORMED,
+                                  detail=f"IP protocol {protocol} is neither ESP nor AH")
+        else:  # pragma: no cover - enum exhausted
+            raise _DropSignal(DropReason.MALFORMED, detail=f"unknown carrier {carrier!r}")
+        outer = applied[0]
+        if nh == _NH_NONE:
+            raise _DropSignal(DropReason.DUMMY, outer.spi, outer.seq, "next header 59 (dummy)")
+        if nh != IPPROTO_UDP:
+            raise _DropSignal(DropReason.BAD_INNER, outer.spi, outer.seq,
+                              f"inner next header {nh}, a UDP socket takes 17")
+        n = len(inner)
+        if n >= 8:  # TFC padding after the UDP datagram (RFC 4303 §2.7): trim to its length
+            ulen = inner[4] << 8 | inner[5]
+            if 8 <= ulen < n:
+                inner = inner[:ulen]
+        try:
+            isport, idport, payload = parse_udp_untrusted(
+                inner, src.packed, dst.packed,
+                # Linux does not check it under NAT-T (the addresses may have been
+                # translated; RFC 3948 §3.1.2); ESP's ICV already covers it.
+                verify_checksum=carrier != Carrier.NATT,
+            )
+        except MalformedPacket as exc:
+            raise _DropSignal(exc.reason, outer.spi, outer.seq, str(exc)) from None
+        if carrier == Carrier.UDP and idport != dport:
+            raise _DropSignal(DropReason.BAD_INNER, outer.spi, outer.seq,
+                              f"inner UDP port {idport} is not this socket's port {dport}")
+        return Decapsulated(payload, src, dst, isport, idport, tuple(applied))
+
+    def _lookup(self, dst: Address, proto: SAProtocol, spi: int, seq: int) -> SAEntry:
+        entry = self._sadb.lookup_inbound(dst, proto, spi)
+        if entry is None:
+            raise _DropSignal(DropReason.NO_SA, spi, seq, f"no {proto} SA for {dst}")
+        return entry
+
+    def _check_sa_addresses(self, sa: SecurityAssociation, src: Address, dst: Address,
+                            seq: int) -> None:
+        # RFC 4301 §5.2: the datagram's addresses must match the SA's selectors.
+        if sa.src != src or sa.dst != dst:
+            raise _DropSignal(
+                DropReason.POLICY, sa.spi, seq,
+                f"SA {sa.src}->{sa.dst} does not match datagram {src}->{dst}",
+            )
+
+    def _open_esp(
+        self, packet: bytes, entry: SAEntry | None, src: Address, dst: Address,
+        applied: list[Applied], now: float, *, natt: bool,
+    ) -> tuple[bytes, int]:
+        try:
+            spi, seq_lo = _esp.peek_untrusted(packet)
+        except MalformedPacket as exc:
+            raise _DropSignal(DropReason.MALFORMED, detail=str(exc)) from None
+        sadb = self._sadb
+        if entry is None:
+            entry = self._lookup(dst, SAProtocol.ESP, spi, seq_lo)
+        sa = entry.sa
+        ctx = entry.crypto
+        if not isinstance(ctx, EspContext):
+            raise _DropSignal(DropReason.NO_SA, spi, seq_lo, "SA has no ESP context")
+        seq = sadb.replay_check(entry, seq_lo)
+        if seq is None:
+            raise _DropSignal(DropReason.REPLAY, spi, seq_lo, "replayed or outside the window")
+        try:
+            opened = _esp.open_untrusted(ctx, packet, seq_hi=seq >> 32, esn=sa.esn,
+                                         check_padding=sa.padding == Padding.SEQ)
+        except IntegrityError as exc:
+            raise _DropSignal(DropReason.AUTH_FAILED, spi, seq, str(exc)) from None
+        except MalformedPacket as exc:
+            raise _DropSignal(exc.reason, spi, seq, str(exc)) from None
+        if not sadb.replay_commit(entry, seq):
+            raise _DropSignal(DropReason.REPLAY, spi, seq, "replayed (lost a race)")
+        sadb.account(entry, len(packet), now)
+        self._check_sa_addresses(sa, src, dst, seq)
+        applied.append(Applied(proto=Protocol.ESP, spi=spi, seq=seq, reqid=sa.reqid,
+                               natt=natt))
+        return opened.payload, opened.next_header
+
+    def _open_ah(
+        self, packet: bytes, ip_header: object, src: Address, dst: Address,
+        applied: list[Applied], now: float,
+    ) -> tuple[bytes, int]:
+        try:
+            peek = _ah.peek_untrusted(packet)
+        except MalformedPacket as exc:
+            raise _DropSignal(DropReason.MALFORMED, detail=str(exc)) from None
+        spi, seq_lo = peek.spi, peek.seq_lo
+        sadb = self._sadb
+        entry = self._lookup(dst, SAProtocol.AH, spi, seq_lo)
+        sa = entry.sa
+        ctx = entry.crypto
+        if not isinstance(ctx, AhContext):
+            raise _DropSignal(DropReason.NO_SA, spi, seq_lo, "SA has no AH context")
+        seq = sadb.replay_check(entry, seq_lo)
+        if seq is None:
+            raise _DropSignal(DropReason.REPLAY, spi, seq_lo, "replayed or outside the window")
+        try:
+            if isinstance(src, IPv4Address) and isinstance(dst, IPv4Address):
+                from secsock.core.ip import IPv4Header
+
+                if not isinstance(ip_header, IPv4Header):
+                    raise MalformedPacket("AH over IPv4 needs the IPv4 header")
+                result = _ah.verify_ipv4_untrusted(
+                    ctx, packet, header=ip_header, seq_hi=seq >> 32, esn=sa.esn,
+                    cleartos=sysctl.get("net.inet.ipsec.ah_cleartos") != 0,
+                    offsetmask=sysctl.get("net.inet.ipsec.ah_offsetmask"),
+                )
+            else:
+                assert isinstance(src, IPv6Address)
+                assert isinstance(dst, IPv6Address)
+                from secsock.core.ip import IPv6Header
+
+                header6 = IPv6Header(payload_length=len(packet), next_header=IPPROTO_AH,
+                                     src=src, dst=dst)
+                result = _ah.verify_ipv6_untrusted(ctx, packet, header=header6,
+                                                   seq_hi=seq >> 32, esn=sa.esn)
+        except IntegrityError as exc:
+            raise _DropSignal(DropReason.AUTH_FAILED, spi, seq, str(exc)) from None
+        except MalformedPacket as exc:
+            raise _DropSignal(exc.reason, spi, seq, str(exc)) from None
+        if not sadb.replay_commit(entry, seq):
+            raise _DropSignal(DropReason.REPLAY, spi, seq, "replayed (lost a race)")
+        sadb.account(entry, len(packet), now)
+        self._check_sa_addresses(sa, src, dst, seq)
+        applied.append(Applied(proto=Protocol.AH, spi=spi, seq=seq, reqid=sa.reqid))
+        return result.payload, result.next_header
+
+    def admit(self, datagram: Decapsulated, *, now: float) -> Delivered | Dropped:
+        """The policy half of :meth:`receive` (§4.5 step 6, KAME ipsec_in_reject)."""
+        del now  # policies have no lifetimes here; kept for symmetry with receive()
+        flow = Flow(datagram.src, datagram.dst, datagram.sport, datagram.dport)
+        decision = self._decide(Direction.INBOUND, flow)
+        applied = datagram.applied
+        outer = applied[0] if applied else None
+        spi = outer.spi if outer is not None else None
+        seq = outer.seq if outer is not None else None
+        if decision.verdict == _Verdict.DISCARD:
+            return self._drop(
+                DropReason.POLICY, spi, seq,
+                f"{flow} refused by '{decision.policy.to_text()}' ({decision.source})",
+            )
+        if decision.verdict == _Verdict.PROTECT:
+            for req in decision.requests:
+                if not req.require or req.proto == Protocol.IPCOMP:
+                    continue  # use is never enforced inbound; IPComp never checked (KAME)
+                if not any(a.proto == req.proto for a in applied):
+                    got = "clear" if not applied else "+".join(
+                        a.proto.keyword for a in applied)
+                    return self._drop(
+                        DropReason.POLICY, spi, seq,
+                        f"{flow} arrived {got} but '{req.text}' requires "
+                        f"{req.proto.keyword} ({decision.source})",
+                    )
+        self._counters.add(self._c_in_success if applied else self._c_in_clear)
+        return Delivered(datagram.payload, datagram.src, datagram.dst, datagram.sport,
+                         datagram.dport, applied)
+
+
+class _DropSignal(Exception):
+    """Internal: unwinds the receive path to one drop point."""
+
+    def __init__(
+        self, reason: DropReason, spi: int | None = None, seq: int | None = None,
+        detail: str = "",
+    ) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.spi = spi
+        self.seq = seq
+        self.detail = detail
+
+
+def _is_natt(sa: SecurityAssociation) -> bool:
+    return sa.natt
+
+
+_PADMODE: Final = {
+    Padding.SEQ: PadMode.SEQ,
+    Padding.RANDOM: PadMode.RANDOM,
+    Padding.ZERO: PadMode.ZERO,
+}
