@@ -1,0 +1,322 @@
+"""The SADB side of a secure stream: which SA seals a frame, and opening received frames.
+
+:class:`StreamSecurity` implements :class:`~secsock.asyncio._channel.StreamProtector` on top of
+an :class:`~secsock.sadb.store.SAStore`, with the same rules as a secure datagram socket:
+
+* outbound, the SA is looked up by the TCP connection's addresses (or the request's explicit
+  ``src-dst``), protocol ESP, mode transport, and the request's reqid (``unique:N``); a
+  missing SA raises an ACQUIRE through the SADB and :class:`~secsock.errors.NoSAError`
+  (ENOENT); an exhausted one :class:`~secsock.errors.SequenceOverflowError`;
+* inbound, the SA is found by (local address, ESP, SPI); the replay window is checked before
+  the ICV and committed after it; the SA's addresses must be the connection's (RFC 4301 §5.2);
+* every frame is counted in the stream's counters and the process-wide ones
+  (:func:`secsock.stats.stats`), drops by reason.
+
+A stream carries nothing but ESP, so its policy must be ``ipsec`` with one ``esp/transport``
+request per direction; the level only matters for ``unique`` (the reqid): there is no clear
+fallback for ``use``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Final
+
+from secsock import sysctl
+from secsock.asyncio._channel import Opened
+from secsock.core import esp as _esp
+from secsock.core.esp import EspContext, PadMode
+from secsock.errors import (
+    DropReason,
+    IntegrityError,
+    MalformedPacket,
+    NoSAError,
+    SecsockError,
+    SequenceOverflowError,
+)
+from secsock.policy.model import Action, Direction, Level, Mode, Policy, Protocol, Request
+from secsock.sadb.model import Padding, SAIdentity, SAProtocol, SecurityAssociation
+from secsock.sadb.store import SAEntry, SAStore
+from secsock.stats import Counters, IPsecStats, process_counters
+
+__all__ = ("ESP_OVERHEAD_MAX", "StreamPolicy", "StreamSecurity", "identity_of", "stream_policy")
+
+#: The most ESP adds to a payload with any registered algorithm: SPI+seq 8, IV 16 (CBC),
+#: padding 15 (16-byte blocks), pad length and next header 2, ICV 32 (HMAC-SHA-512).
+ESP_OVERHEAD_MAX: Final = 8 + 16 + 15 + 2 + 32
+_MAX_SEGMENT: Final = 0xFFFF - 2 - ESP_OVERHEAD_MAX
+_TRANSPORT: Final = int(Mode.TRANSPORT)
+_ESP: Final = int(SAProtocol.ESP)
+_NH_TCP: Final = 6
+_NH_NONE: Final = 59
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPolicy:
+    """What a stream's policies ask for: the ESP request each direction uses, as installed."""
+
+    outbound: Policy
+    inbound: Policy
+    out_request: Request
+    in_request: Request
+
+    @property
+    def texts(self) -> tuple[str, str]:
+        """The (inbound, outbound) policies as ipsec_dump_policy(3) prints them."""
+        return (self.inbound.to_text(), self.outbound.to_text())
+
+
+def _esp_request(policy: Policy) -> Request:
+    if policy.action != Action.IPSEC:
+        raise OSError(
+            errno.EOPNOTSUPP,
+            f"a secure stream carries only ESP, so its policy must be 'ipsec' with an "
+            f"esp/transport request; found '{policy.to_text()}'",
+        )
+    esp: list[Request] = []
+    for r in policy.requests:
+        if r.proto == Protocol.ESP:
+            esp.append(r)
+        elif r.proto == Protocol.AH:
+            raise OSError(
+                errno.EPROTONOSUPPORT,
+                f"request '{r.to_text()}': AH cannot travel in RFC 8229 frames (they carry "
+                f"ESP only); use ESP with integrity, e.g. esp/transport//require",
+            )
+        elif r.level in (Level.REQUIRE, Level.UNIQUE):
+            raise OSError(
+                errno.EPROTONOSUPPORT,
+                f"request '{r.to_text()}' requires IPComp, which secsock does not implement",
+            )
+    if len(esp) != 1:
+        raise OSError(
+            errno.EOPNOTSUPP,
+            f"a secure stream needs exactly one esp request per direction, found {len(esp)} "
+            f"in '{policy.to_text()}'",
+        )
+    req = esp[0]
+    if req.mode != Mode.TRANSPORT:
+        raise OSError(
+            errno.EOPNOTSUPP,
+            f"request '{req.to_text()}' asks for {req.mode.keyword} mode; secure streams do "
+            f"transport mode only",
+        )
+    return req
+
+
+def _mirror(policy: Policy, direction: Direction) -> Policy:
+    reqs = tuple(
+        Request(
+            proto=r.proto, mode=r.mode, level=r.level, reqid=r.reqid,
+            src=r.dst, dst=r.src, src_port=r.dst_port, dst_port=r.src_port,
+            src_scope_id=r.dst_scope_id, dst_scope_id=r.src_scope_id,
+        )
+        for r in policy.requests
+    )
+    return Policy(direction=direction, action=policy.action, requests=reqs,
+                  priority=policy.priority)
+
+
+def stream_policy(policies: tuple[Policy, ...], sadb: SAStore) -> StreamPolicy:
+    """Check a stream's socket policies; a missing direction mirrors the given one.
+
+    ``unique`` requests without a number get a reqid from the SADB (KAME's key_newreqid).
+    Raises OSError (EOPNOTSUPP, EPROTONOSUPPORT) for what a stream cannot carry and
+    ValueError when no policy is given.
+    """
+    by_dir = {p.direction: p for p in policies}
+    out = by_dir.get(Direction.OUTBOUND)
+    inn = by_dir.get(Direction.INBOUND)
+    if out is None and inn is None:
+        raise ValueError(
+            "a secure stream needs a policy, e.g. policy='out ipsec esp/transport//require'"
+        )
+    if out is None:
+        assert inn is not None
+        out = _mirror(inn, Direction.OUTBOUND)
+    if inn is None:
+        inn = _mirror(out, Direction.INBOUND)
+    fixed: list[Policy] = []
+    for p in (out, inn):
+        req = _esp_request(p)
+        if req.level == Level.UNIQUE and req.reqid == 0:
+            req = Request(
+                proto=req.proto, mode=req.mode, level=req.level, reqid=sadb.allocate_reqid(),
+                src=req.src, dst=req.dst, src_port=req.src_port, dst_port=req.dst_port,
+                src_scope_id=req.src_scope_id, dst_scope_id=req.dst_scope_id,
+            )
+            p = p.with_requests(req if r.proto == Protocol.ESP else r for r in p.requests)
+        fixed.append(p)
+    out, inn = fixed
+    return StreamPolicy(out, inn, _esp_request(out), _esp_request(inn))
+
+
+def identity_of(sa: SecurityAssociation) -> SAIdentity:
+    """The key-free identity of ``sa``."""
+    return SAIdentity(proto=sa.proto, spi=sa.spi, src=sa.src, dst=sa.dst, mode=sa.mode,
+                      reqid=sa.reqid)
+
+
+def _addr(host: str) -> IPv4Address | IPv6Address:
+    return ip_address(host.split("%", 1)[0])
+
+
+class StreamSecurity:
+    """The :class:`~secsock.asyncio._channel.StreamProtector` of one TCP connection.
+
+    ``local``/``peer`` are the connection's addresses as this end sees them; ``rng`` supplies
+    CBC IVs and random padding.
+    """
+
+    def __init__(
+        self,
+        *,
+        sadb: SAStore,
+        policy: StreamPolicy,
+        local: tuple[str, int],
+        peer: tuple[str, int],
+        rng: Callable[[int], bytes] = os.urandom,
+        counters: Counters | None = None,
+    ) -> None:
+        self._sadb = sadb
+        self.policy = policy
+        self._local = _addr(local[0])
+        self._peer = _addr(peer[0])
+        out = policy.out_request
+        self._out_src = out.src if out.src is not None else self._local
+        self._out_dst = out.dst if out.dst is not None else self._peer
+        self._out_reqid = out.reqid if out.level == Level.UNIQUE else 0
+        self._rng = rng
+        self.counters = counters if counters is not None else Counters(process_counters())
+        c = Counters.index
+        self._c_out_success = c("out_success")
+        self._c_out_nosa = c("out_nosa")
+        self._c_out_inval = c("out_inval")
+        self._c_out_seqoverflow = c("out_seqoverflow")
+        self._c_in_success = c("in_success")
+        self._tree = "net.inet.ipsec." if self._local.version == 4 else "net.inet6.ipsec6."
+        self.last_out: SAIdentity | None = None
+        self.last_in: SAIdentity | None = None
+        self._last_out_sa: SecurityAssociation | None = None
+        self._last_in_sa: SecurityAssociation | None = None
+
+    @property
+    def max_payload(self) -> int:
+        return _MAX_SEGMENT
+
+    def statistics(self) -> IPsecStats:
+        """This stream's counters."""
+        return self.counters.snapshot()
+
+    # -- outbound ----------------------------------------------------------------------------
+
+    def select(self, *, now: float) -> SAEntry:
+        """The outbound SA now; raises NoSAError (after an ACQUIRE) when there is none."""
+        entry = self._sadb.lookup_outbound(
+            self._out_src, self._out_dst, _ESP, _TRANSPORT, self._out_reqid
+        )
+        if entry is None:
+            self._sadb.acquire(self._out_src, self._out_dst, _ESP, _TRANSPORT, self._out_reqid,
+                               now=now)
+            self.counters.add(self._c_out_nosa)
+            reqid = f" reqid {self._out_reqid}" if self._out_reqid else ""
+            raise NoSAError(
+                f"no SA for esp/transport {self._out_src}->{self._out_dst}{reqid} (request "
+                f"'{self.policy.out_request.to_text()}' of policy "
+                f"'{self.policy.outbound.to_text()}'); an ACQUIRE was raised; nothing was sent"
+            )
+        return entry
+
+    def seal(self, segment: bytes, *, now: float) -> bytes:
+        entry = self.select(now=now)
+        sa = entry.sa
+        ctx = entry.crypto
+        if not isinstance(ctx, EspContext):  # pragma: no cover - the store gave an AH entry
+            raise TypeError(f"SA 0x{sa.spi:08x} has no ESP context")
+        sadb = self._sadb
+        try:
+            seq = sadb.reserve_seq(entry)
+        except SequenceOverflowError:
+            self.counters.add(self._c_out_seqoverflow)
+            raise
+        except SecsockError as exc:  # the SA died between selection and use
+            self.counters.add(self._c_out_inval)
+            raise OSError(
+                errno.EINVAL, f"SA 0x{sa.spi:08x} cannot be used: {exc}; nothing was sent"
+            ) from None
+        rng = self._rng
+        randpad = sysctl.get(self._tree + "esp_randpad")
+        packet = _esp.seal(
+            ctx,
+            spi=sa.spi,
+            seq=seq,
+            payload=segment,
+            next_header=_NH_TCP,
+            esn=sa.esn,
+            iv=rng(ctx.iv_len) if ctx.needs_random_iv else None,
+            padding=PadMode(int(sa.padding)),
+            random_pad=rng(255) if sa.padding is Padding.RANDOM else None,
+            pad_to=max(0, randpad),
+        )
+        sadb.account(entry, len(packet), now)
+        self.counters.add(self._c_out_success)
+        if sa is not self._last_out_sa:
+            self._last_out_sa = sa
+            self.last_out = identity_of(sa)
+        return packet
+
+    # -- inbound -----------------------------------------------------------------------------
+
+    def dropped(self, reason: DropReason) -> None:
+        """Count a drop decided above the ESP layer (the stream's own checks)."""
+        self.counters.drop(reason)
+
+    def _drop(self, reason: DropReason, message: str) -> tuple[DropReason, str]:
+        self.counters.drop(reason)
+        return reason, message
+
+    def open(self, packet: bytes, *, now: float) -> Opened | tuple[DropReason, str]:
+        try:
+            spi, seq_lo = _esp.peek_untrusted(packet)
+        except MalformedPacket as exc:
+            return self._drop(DropReason.MALFORMED, str(exc))
+        sadb = self._sadb
+        entry = sadb.lookup_inbound(self._local, _ESP, spi) if spi >= 256 else None
+        if entry is None:
+            return self._drop(DropReason.NO_SA,
+                              f"no esp SA for {self._local} with spi 0x{spi:08x} (seq {seq_lo})")
+        sa = entry.sa
+        ctx = entry.crypto
+        if not isinstance(ctx, EspContext):  # pragma: no cover - lookup by ESP gave AH
+            return self._drop(DropReason.NO_SA, f"SA 0x{spi:08x} has no ESP context")
+        seq = sadb.replay_check(entry, seq_lo)
+        if seq is None:
+            return self._drop(DropReason.REPLAY,
+                              f"replayed or outside the window (spi 0x{spi:08x} seq {seq_lo})")
+        try:
+            opened = _esp.open_untrusted(ctx, packet, seq_hi=seq >> 32, esn=sa.esn,
+                                         check_padding=sa.padding is Padding.SEQ)
+        except IntegrityError as exc:
+            return self._drop(DropReason.AUTH_FAILED, str(exc))
+        except MalformedPacket as exc:
+            return self._drop(exc.reason, f"{exc} (spi 0x{spi:08x} seq {seq})")
+        if not sadb.replay_commit(entry, seq):
+            return self._drop(DropReason.REPLAY, f"replayed (spi 0x{spi:08x} seq {seq})")
+        sadb.account(entry, len(packet), now)
+        if sa.src != self._peer or sa.dst != self._local:
+            return self._drop(
+                DropReason.POLICY,
+                f"SA {sa.src}->{sa.dst} (spi 0x{spi:08x}) does not match the connection "
+                f"{self._peer}->{self._local}",
+            )
+        if opened.next_header == _NH_NONE:
+            return self._drop(DropReason.DUMMY, f"dummy packet (spi 0x{spi:08x} seq {seq})")
+        self.counters.add(self._c_in_success)
+        if sa is not self._last_in_sa:
+            self._last_in_sa = sa
+            self.last_in = identity_of(sa)
+        return Opened(opened.payload, opened.next_header, spi, seq)
