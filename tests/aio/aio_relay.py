@@ -233,7 +233,8 @@ class UdpRelay:
 class TcpFrameRelay:
     """A TCP proxy that parses RFC 8229 frames and tampers with whole frames.
 
-    An optional "IKETCP" stream prefix at the start of the a→b direction is passed through
+    It listens on ``host`` and connects to ``target`` from ``back_host``, so each side sees
+    other addresses (use :func:`tests.aio.aio_helpers.relay_stores`). An optional "IKETCP" stream prefix at the start of the a→b direction is passed through
     untouched. Frames are parsed with an independent, minimal decoder (2-octet big-endian
     length that counts itself).
     """
@@ -244,10 +245,12 @@ class TcpFrameRelay:
         decide: Decision,
         *,
         rng: random.Random,
-        host: str = "127.0.0.1",
+        host: str = "127.0.0.4",
+        back_host: str = "127.0.0.3",
     ) -> None:
         self.target = target
         self.host = host
+        self.back_host = back_host
         self._decide = decide
         self._rng = rng
         self.log = RelayLog()
@@ -276,7 +279,9 @@ class TcpFrameRelay:
             await self._server.wait_closed()
 
     async def _handle(self, a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter) -> None:
-        b_reader, b_writer = await asyncio.open_connection(*self.target)
+        b_reader, b_writer = await asyncio.open_connection(
+            *self.target, local_addr=(self.back_host, 0)
+        )
         self._writers += [a_writer, b_writer]
         for direction, r, w in (("a2b", a_reader, b_writer), ("b2a", b_reader, a_writer)):
             task = asyncio.get_running_loop().create_task(self._pump(direction, r, w))
