@@ -78,6 +78,10 @@ _TYPE_FLAGS: Final = int(getattr(_stdlib_socket, "SOCK_NONBLOCK", 0)) | int(
 _MAX_DGRAM: Final = 65535
 _ANC_SIZE: Final = _stdlib_socket.CMSG_SPACE(32)
 
+# Indirections the tests replace to drive the timeout logic with a fake clock.
+_monotonic = time.monotonic
+_poll = select.poll
+
 #: The sadb_x_policy layout setsockopt/getsockopt use (the default of ``ipsec_set_policy``).
 POLICY_LAYOUT: Final[Layout] = "bsd"
 
@@ -149,6 +153,7 @@ class SecureSocket(_stdlib_socket.socket):
         self._wake_port = -1
         self._wire_tap: WireTap | None = None
         self._natt_listened: set[tuple[Address, int]] = set()
+        self._natt_seen = -1  # SADB size at the last scan for esp-udp SAs
         if engine.transport == Transport.RAW:
             try:
                 fam = self.family
@@ -202,11 +207,24 @@ class SecureSocket(_stdlib_socket.socket):
                 super().bind(("0.0.0.0", 0) if self.family == AF_INET else ("::", 0))
             self._after_bind()
 
+    def _maybe_listen_natt(self) -> None:
+        """Rescan the SADB for esp-udp SAs when it changed size (cheap; before waiting)."""
+        try:
+            size = len(self._engine.sadb)  # type: ignore[arg-type]
+        except TypeError:  # a store without __len__: rescan only at bind
+            return
+        if size != self._natt_seen:
+            self._listen_natt()
+
     def _listen_natt(self) -> None:
         """Open the shared encapsulation ports of this host's inbound ``esp-udp`` SAs."""
         net = self._net
-        if net is None:
+        if net is None or self._port == 0:
             return
+        try:
+            self._natt_seen = len(self._engine.sadb)  # type: ignore[arg-type]
+        except TypeError:
+            self._natt_seen = -1
         version = 4 if self.family == AF_INET else 6
         for record in self._engine.sadb.dump(SAProtocol.ESP):
             sa = record.sa
@@ -256,6 +274,7 @@ class SecureSocket(_stdlib_socket.socket):
         if hit is not None:
             return hit
         self._ensure_bound()
+        self._maybe_listen_natt()
         dst, port, sa = self._resolve(address)
         net = self._net
         if net is None:
@@ -270,20 +289,20 @@ class SecureSocket(_stdlib_socket.socket):
     def _deadline(self, flags: int) -> tuple[bool, float | None]:
         timeout = self._timeout
         nonblocking = timeout == 0.0 or bool(flags & MSG_DONTWAIT)
-        deadline = None if timeout is None or nonblocking else time.monotonic() + timeout
+        deadline = None if timeout is None or nonblocking else _monotonic() + timeout
         return nonblocking, deadline
 
     def _wait(self, event: int, nonblocking: bool, deadline: float | None) -> None:
         """Wait until the descriptor is ready for ``event``, as a socket with a timeout does."""
         if nonblocking:
             raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
-        poller = select.poll()
+        poller = _poll()
         poller.register(self.fileno(), event)
         while True:
             if deadline is None:
                 ms = -1
             else:
-                remaining = deadline - time.monotonic()
+                remaining = deadline - _monotonic()
                 if remaining <= 0:
                     raise TimeoutError("timed out")
                 ms = max(1, int(remaining * 1000 + 0.999))
@@ -462,6 +481,7 @@ class SecureSocket(_stdlib_socket.socket):
             except (BlockingIOError, InterruptedError):
                 if inbox:
                     continue
+                self._maybe_listen_natt()
                 self._wait(select.POLLIN, nonblocking, deadline)
                 continue
             if n == 0 and raw[1] == self._wake_port:
@@ -580,7 +600,7 @@ class SecureSocket(_stdlib_socket.socket):
         self._engine.set_policy(policy)
 
     @overload
-    def getsockopt(self, level: int, optname: int, /) -> int: ...
+    def getsockopt(self, level: int, optname: int, /) -> Any: ...
     @overload
     def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes: ...
     def getsockopt(self, level: int, optname: int, buflen: int | None = None,
