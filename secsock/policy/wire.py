@@ -155,8 +155,12 @@ def encode_policy(policy: Policy, layout: Layout = "bsd") -> bytes:
     """The buffer ipsec_set_policy(3) builds for ``policy``.
 
     Requests are written whatever the action (the parser does so too; the kernel and the dump
-    ignore them unless the action is IPSEC). Raises PolicyError when a value does not fit the
-    layout (a reqid above 0xffff in "bsd") or the policy exceeds ``sadb_x_policy_len``.
+    ignore them unless the action is IPSEC). ``sadb_x_policy_len`` is total // 8, truncating as
+    ``PFKEY_UNIT64`` does: only a non-IPSEC policy with a mixed-family request can have a total
+    that is not a multiple of 8, and then ``ipsec_get_policylen()`` is less than ``len(buf)``.
+    Raises PolicyError when a value does not fit the layout (a reqid above 0xffff in "bsd"), an
+    IPSEC request mixes families (EIPSEC_FAMILY_MISMATCH, as rule_check() would) or the policy
+    exceeds ``sadb_x_policy_len``.
     """
     spec = layout_spec(layout)
     parts: list[bytes] = []
@@ -170,6 +174,12 @@ def encode_policy(policy: Policy, layout: Layout = "bsd") -> bytes:
             )
         addrs = b""
         if req.src is not None and req.dst is not None:
+            if policy.action is Action.IPSEC and req.src.version != req.dst.version:
+                raise policy_error(
+                    c.EIPSEC_FAMILY_MISMATCH,
+                    note=f"request {i}: expected src and dst of one family, found "
+                    f"IPv{req.src.version} and IPv{req.dst.version}",
+                )
             addrs = encode_sockaddr(spec, req.src, req.src_port, req.src_scope_id)
             addrs += encode_sockaddr(spec, req.dst, req.dst_port, req.dst_scope_id)
         length = spec.request.size + len(addrs)
