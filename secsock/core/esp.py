@@ -62,6 +62,8 @@ _SPI_SEQ: Final = struct.Struct("!II")
 _AAD_ESN: Final = struct.Struct("!III")
 _U32: Final = struct.Struct("!I")
 _U64: Final = struct.Struct("!Q")
+_HDR_IV: Final = struct.Struct("!IIQ")  # SPI | seq low | 64-bit sequence number as the IV
+_NONCE: Final = struct.Struct("!4sQ")  # salt | 64-bit sequence number
 _CTR_ONE: Final = b"\x00\x00\x00\x01"
 
 #: 1, 2, 3, ... 255: the RFC 4303 §2.4 default padding.
@@ -70,6 +72,11 @@ _SEQ_PAD: Final = bytes(range(1, 256))
 _SEQ_TRAILERS: Final = tuple(
     tuple(_SEQ_PAD[:pad] + bytes((pad, nh)) for nh in range(256)) for pad in range(16)
 )
+# The same for 4-byte alignment, as dicts so that a negative next header misses too.
+_SEQ_TRAILERS_4: Final = tuple(dict(enumerate(_SEQ_TRAILERS[pad])) for pad in range(4))
+# What a correct SEQ-padded plaintext ends with before its next-header byte, by pad length.
+_PAD_SUFFIX: Final = tuple(_SEQ_PAD[:pad] + bytes((pad,)) for pad in range(256))
+_new_payload: Final = tuple.__new__
 
 
 class PadMode(IntEnum):
@@ -78,6 +85,9 @@ class PadMode(IntEnum):
     SEQ = 0x0000  # 1, 2, 3, ... (RFC 4303 default, setkey -f seq-pad)
     RANDOM = 0x0100  # caller-supplied random bytes (setkey -f random-pad)
     ZERO = 0x0200  # zero bytes (setkey -f zero-pad)
+
+
+_PAD_SEQ: Final = PadMode.SEQ  # a module constant: enum attribute access is slow in 3.11
 
 
 class EspPayload(NamedTuple):
@@ -115,22 +125,26 @@ class EspContext:
         "_block",
         "_cipher",
         "_enc",
+        "_fast",
         "_icv_len",
         "_integrity",
         "_iv_len",
         "_kind",
+        "_min_len",
         "_salt",
     )
 
     _enc: EncryptionAlgorithm
     _auth: AuthAlgorithm | None
     _kind: int
+    _min_len: int
     _iv_len: int
     _icv_len: int
     _align: int
     _block: int
     _salt: bytes
     _aead: AESGCM | ChaCha20Poly1305 | None
+    _fast: AESGCM | ChaCha20Poly1305 | None  # _aead when _kind is _K_AEAD: the fast paths
     _cipher: BlockCipherAlgorithm | None
     _integrity: Integrity | None
 
@@ -199,6 +213,8 @@ class EspContext:
         elif auth_key:
             raise ValueError("an integrity key was given without an integrity algorithm")
         self._icv_len = icv_len
+        self._min_len = ESP_HEADER_LEN + enc.iv_len + icv_len + 2
+        self._fast = self._aead if self._kind == _K_AEAD else None
         return self
 
     @property
@@ -289,6 +305,43 @@ def seal(
 
     Raises ValueError on caller errors (out-of-range numbers, a missing or wrong-sized IV).
     """
+    # Fast path: AEAD with a sequence-derived IV and default padding (the engine's usual call).
+    # Anything unusual, including every argument error, takes the general path below.
+    aead = ctx._fast
+    if (
+        aead is not None
+        and iv is None
+        and padding is _PAD_SEQ
+        and not pad_to
+        and (esn or seq <= _MAX32)
+    ):
+        try:
+            header = _HDR_IV.pack(spi, seq & _MAX32, seq)
+            # a memoryview payload raises TypeError here and takes the general path
+            trailer = _SEQ_TRAILERS_4[-(len(payload) + 2) & 3][next_header]
+            plaintext = payload + trailer  # type: ignore[operator]
+        except (struct.error, KeyError, TypeError):
+            pass
+        else:
+            aad = _AAD_ESN.pack(spi, seq >> 32, seq & _MAX32) if esn else header[:8]
+            return header + aead.encrypt(_NONCE.pack(ctx._salt, seq), plaintext, aad)
+    return _seal_general(
+        ctx, spi, seq, payload, next_header, esn, iv, padding, random_pad, pad_to
+    )
+
+
+def _seal_general(
+    ctx: EspContext,
+    spi: int,
+    seq: int,
+    payload: BytesLike,
+    next_header: int,
+    esn: bool,
+    iv: bytes | None,
+    padding: PadMode,
+    random_pad: bytes | None,
+    pad_to: int,
+) -> bytes:
     if not 0 <= spi <= _MAX32:
         raise ValueError(f"SPI must be a 32-bit unsigned number, got {spi}")
     if esn:
@@ -403,7 +456,7 @@ def peek_untrusted(packet: BytesLike) -> tuple[int, int]:
     return spi, seq_lo
 
 
-def _auth_failed(packet: bytes, seq_hi: int) -> IntegrityError:
+def _auth_failed(packet: BytesLike, seq_hi: int) -> IntegrityError:
     spi, seq_lo = _SPI_SEQ.unpack_from(packet)
     return IntegrityError(
         f"ESP ICV check failed for SPI 0x{spi:08x} seq {(seq_hi << 32) | seq_lo}"
@@ -428,9 +481,26 @@ def open_untrusted(
 
     For any packet bytes this raises only MalformedPacket or IntegrityError.
     """
+    n = len(packet)
+    aead = ctx._fast
+    if aead is not None and not esn and n >= ctx._min_len:
+        # Fast path: AEAD without ESN (the same steps as below with fewer branches). Any
+        # bytes-like packet works here: slices of it are only read by the AEAD.
+        try:
+            plaintext = aead.decrypt(ctx._salt + packet[8:16], packet[16:], packet[:8])
+        except InvalidTag:
+            raise _auth_failed(packet, 0) from None
+        pad_len = plaintext[-2]
+        cut = -2 - pad_len
+        # The suffix comparison also fails when pad_len overruns the plaintext (short slice).
+        if check_padding:
+            if plaintext[cut:-1] != _PAD_SUFFIX[pad_len]:
+                raise _bad_padding(plaintext, pad_len)
+        elif pad_len + 2 > len(plaintext):
+            raise _bad_padding(plaintext, pad_len)
+        return _new_payload(EspPayload, (plaintext[-1], plaintext[:cut], pad_len))
     if type(packet) is not bytes:
         packet = bytes(packet)
-    n = len(packet)
     iv_len = ctx._iv_len
     icv_len = ctx._icv_len
     start = 8 + iv_len
@@ -501,15 +571,22 @@ def open_untrusted(
             plaintext = decryptor.update(packet[start:end])
 
     pad_len = plaintext[-2]
-    stop = len(plaintext) - 2 - pad_len
-    if stop < 0:
-        raise MalformedPacket(
+    cut = -2 - pad_len
+    if check_padding:
+        if plaintext[cut:-1] != _PAD_SUFFIX[pad_len]:
+            raise _bad_padding(plaintext, pad_len)
+    elif pad_len + 2 > len(plaintext):
+        raise _bad_padding(plaintext, pad_len)
+    return _new_payload(EspPayload, (plaintext[-1], plaintext[:cut], pad_len))
+
+
+def _bad_padding(plaintext: bytes, pad_len: int) -> MalformedPacket:
+    if pad_len + 2 > len(plaintext):
+        return MalformedPacket(
             f"ESP pad length {pad_len} exceeds the {len(plaintext) - 2}-byte decrypted payload",
             DropReason.BAD_PADDING,
         )
-    if check_padding and pad_len and plaintext[stop:-2] != _SEQ_PAD[:pad_len]:
-        raise MalformedPacket(
-            "ESP padding is not the 1, 2, 3, ... sequence (RFC 4303 section 2.4)",
-            DropReason.BAD_PADDING,
-        )
-    return EspPayload(plaintext[-1], plaintext[:stop], pad_len)
+    return MalformedPacket(
+        "ESP padding is not the 1, 2, 3, ... sequence (RFC 4303 section 2.4)",
+        DropReason.BAD_PADDING,
+    )

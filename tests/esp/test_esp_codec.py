@@ -271,3 +271,25 @@ def test_cbc_ciphertext_must_be_whole_blocks() -> None:
     packet = seal(ctx, spi=1, seq=1, payload=b"x" * 20, next_header=17, iv=bytes(16))
     with pytest.raises(MalformedPacket, match="multiple of the 16-byte block"):
         open_untrusted(ctx, packet[:-1])
+
+
+@pytest.mark.parametrize("enc", ["aes-gcm-16", "chacha20-poly1305"])
+@pytest.mark.parametrize("esn", [False, True])
+def test_fast_and_general_paths_agree(enc: str, esn: bool) -> None:
+    """seal/open have an AEAD fast path; explicit arguments take the general one."""
+    ctx = _ctx(enc, None)
+    rnd = random.Random(11)
+    for size in (0, 1, 2, 3, 4, 61, 1400):
+        payload = rnd.randbytes(size)
+        seq = rnd.randrange(1, 2**64 if esn else 2**32)
+        fast = seal(ctx, spi=77, seq=seq, payload=payload, next_header=6, esn=esn)
+        general = seal(ctx, spi=77, seq=seq, payload=memoryview(payload), next_header=6,
+                       esn=esn, iv=seq.to_bytes(8, "big"))
+        assert fast == general
+        a = open_untrusted(ctx, fast, seq_hi=seq >> 32, esn=esn)
+        b = open_untrusted(ctx, memoryview(fast), seq_hi=seq >> 32, esn=esn,
+                           check_padding=False)
+        assert a == b
+        assert a.payload == payload
+        assert type(a.payload) is bytes
+        assert type(a.next_header) is int
