@@ -31,7 +31,7 @@ import heapq
 import hmac
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Final, Protocol, cast, final, runtime_checkable
 
@@ -250,7 +250,7 @@ class _Larval:
 
 
 _Key = tuple[IPAddress, int, int]  # (dst, proto, spi)
-_HeadKey = tuple[IPAddress, IPAddress, int]  # (src, dst, proto)
+_HeadKey = tuple[bytes, bytes, int]  # (src.packed, dst.packed, proto): cheaper to hash
 _AcqKey = tuple[IPAddress, IPAddress, int, int, int]  # (src, dst, proto, mode, reqid)
 
 
@@ -276,7 +276,7 @@ class _Tables:
         sa = entry.sa
         self.by_key[sa.key] = entry
         self.by_spi[sa.spi] = (*self.by_spi.get(sa.spi, ()), entry)
-        hk = (sa.src, sa.dst, int(sa.proto))
+        hk = (sa.src.packed, sa.dst.packed, int(sa.proto))
         self.heads[hk] = (*self.heads.get(hk, ()), entry)
 
     def unlink(self, item: SAEntry | _Larval) -> bool:
@@ -292,7 +292,7 @@ class _Tables:
                 self.by_spi[sa.spi] = rest
             else:
                 self.by_spi.pop(sa.spi, None)
-            hk = (sa.src, sa.dst, int(sa.proto))
+            hk = (sa.src.packed, sa.dst.packed, int(sa.proto))
             rest = tuple(e for e in self.heads.get(hk, ()) if e is not item)
             if rest:
                 self.heads[hk] = rest
@@ -364,7 +364,7 @@ class SAStore(SAAdmin, Protocol):
       on normal exit and nothing if the block raises.
     """
 
-    def transaction(self) -> SATransactionContext: ...
+    def transaction(self) -> AbstractContextManager[SAAdmin]: ...
 
     def lookup_inbound(
         self, dst: IPAddress | str, proto: int | str, spi: int
@@ -411,12 +411,6 @@ class SAStore(SAAdmin, Protocol):
     def events(self) -> list[SADBEvent]: ...
 
     def next_event(self) -> SADBEvent | None: ...
-
-
-class SATransactionContext(Protocol):
-    def __enter__(self) -> SAAdmin: ...
-
-    def __exit__(self, *exc: object) -> bool | None: ...
 
 
 # --- admin operations over one set of tables ---------------------------------------------------
@@ -867,7 +861,7 @@ class MemoryStore:
             proto = as_ipproto(proto)
         if not isinstance(mode, int):
             mode = as_mode(mode)
-        head = self._tables.heads.get((src, dst, proto))
+        head = self._tables.heads.get((src.packed, dst.packed, proto))
         if not head:
             return None
         dying: SAEntry | None = None
