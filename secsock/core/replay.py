@@ -6,10 +6,11 @@ Usage per inbound packet, for one SA::
     payload = esp.open_untrusted(ctx, packet, seq_hi=seq >> 32, esn=True)   # ICV verified
     if not window.commit(seq): ...      # after the ICV: a concurrent duplicate won -> drop
 
-The window moves only in ``commit``, so unauthenticated packets can never shift it. The bitmap is
-a Python int (bit ``i`` set = sequence number ``top - i`` was received); shifting an int of a
-few thousand bits is a single C-level operation, cheaper in CPython than RFC 6479's block ring
-(see docs/esp.md for the measurement).
+The window moves only in ``commit``, so unauthenticated packets can never shift it. The received
+marks live in a Python int anchored at a base sequence number (bit ``seq - base``), so a new
+packet only sets one bit; the int is re-anchored (shifted right) once it grows past twice the
+window. In CPython this beats both a shifted bitmap and RFC 6479's block ring, and its cost does
+not grow with the window (docs/esp.md has the measurements).
 
 Not thread-safe by itself: the SA store serialises ``check``/``commit`` per SA.
 """
@@ -35,7 +36,7 @@ class ReplayWindow:
     a preset point; ``top`` itself counts as received, the numbers below it as not received.
     """
 
-    __slots__ = ("_bitmap", "_esn", "_mask", "_size", "_top")
+    __slots__ = ("_base", "_bits", "_esn", "_size", "_top", "_trim")
 
     def __init__(self, size: int, *, esn: bool, top: int = 0) -> None:
         if not 0 <= size <= MAX_WINDOW:
@@ -52,8 +53,10 @@ class ReplayWindow:
         self._size = size
         self._esn = esn
         self._top = top
-        self._mask = (1 << size) - 1
-        self._bitmap = 1 if top else 0
+        # invariant: base <= top - size + 1, so every number inside the window has a bit
+        self._base = top - size + 1
+        self._bits = 1 << (size - 1) if top and size else 0
+        self._trim = 2 * size + 64
 
     @property
     def size(self) -> int:
@@ -73,7 +76,12 @@ class ReplayWindow:
     @property
     def bitmap(self) -> int:
         """Received marks: bit ``i`` set means ``top - i`` was committed (for dumps and tests)."""
-        return self._bitmap
+        out = 0
+        top, base, bits = self._top, self._base, self._bits
+        for i in range(min(self._size, top)):
+            if (bits >> (top - i - base)) & 1:
+                out |= 1 << i
+        return out
 
     def infer(self, seq_lo: int) -> int | None:
         """The 64-bit sequence number for ``seq_lo`` (RFC 4303 A2.1), None if it cannot exist.
@@ -113,8 +121,7 @@ class ReplayWindow:
         top = self._top
         if seq > top:
             return seq
-        diff = top - seq
-        if diff >= self._size or (self._bitmap >> diff) & 1:
+        if top - seq >= self._size or (self._bits >> (seq - self._base)) & 1:
             return None
         return seq
 
@@ -131,20 +138,22 @@ class ReplayWindow:
             return False
         top = self._top
         if seq > top:
-            shift = seq - top
-            if shift < self._size:
-                self._bitmap = ((self._bitmap << shift) | 1) & self._mask
-            else:
-                self._bitmap = 1
             self._top = seq
+            offset = seq - self._base
+            if offset >= self._trim:  # re-anchor: keep only the window's worth of marks
+                base = seq - self._size + 1
+                shift = base - self._base
+                self._bits = self._bits >> shift if shift < self._bits.bit_length() else 0
+                self._base = base
+                offset = seq - base
+            self._bits |= 1 << offset
             return True
-        diff = top - seq
-        if diff >= self._size:
+        if top - seq >= self._size:
             return False
-        bit = 1 << diff
-        if self._bitmap & bit:
+        bit = 1 << (seq - self._base)
+        if self._bits & bit:
             return False
-        self._bitmap |= bit
+        self._bits |= bit
         return True
 
     def __repr__(self) -> str:
