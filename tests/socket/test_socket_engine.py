@@ -103,7 +103,8 @@ def test_decapsulate_then_admit_is_receive() -> None:
         out.data, carrier=out.carrier, src=out.src, dst=out.dst, sport=out.sport,
         dport=out.dport, now=0.0)
     assert isinstance(decap, Decapsulated)
-    assert decap.applied and decap.payload == b"split"
+    assert decap.applied
+    assert decap.payload == b"split"
     result = rx.admit(decap, now=0.0)
     assert isinstance(result, Delivered)
     assert rx.statistics().in_success == 1
