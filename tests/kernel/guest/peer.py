@@ -344,7 +344,7 @@ class Agent:
         return {
             "ok": True,
             "xfrm_stat": xfrm_stat,
-            "state": run_ip("-s", "xfrm", "state"),
+            "state": run_ip("-s", "xfrm", "state", "list", "nokeys"),
             "policy": run_ip("-s", "xfrm", "policy"),
         }
 
