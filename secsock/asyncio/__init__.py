@@ -8,7 +8,16 @@
 from __future__ import annotations
 
 from secsock.asyncio._info import IPsecInfo
+from secsock.asyncio.datagram import DropInfo, SecureDatagramTransport, create_datagram_endpoint
 from secsock.asyncio.streams import open_connection, start_server
 from secsock.errors import IPsecStreamError
 
-__all__ = ("IPsecInfo", "IPsecStreamError", "open_connection", "start_server")
+__all__ = (
+    "DropInfo",
+    "IPsecInfo",
+    "IPsecStreamError",
+    "SecureDatagramTransport",
+    "create_datagram_endpoint",
+    "open_connection",
+    "start_server",
+)

@@ -1,7 +1,7 @@
 """The SADB side of a secure stream: which SA seals a frame, and opening received frames.
 
 :class:`StreamSecurity` implements :class:`~secsock.asyncio._channel.StreamProtector` on top of
-an :class:`~secsock.sadb.store.SAStore`, with the same rules as a secure datagram socket:
+an :class:`~secsock.sadb.store.EngineStore`, with the same rules as a secure datagram socket:
 
 * outbound, the SA is looked up by the TCP connection's addresses (or the request's explicit
   ``src-dst``), protocol ESP, mode transport, and the request's reqid (``unique:N``); a
@@ -30,6 +30,7 @@ from secsock import sysctl
 from secsock.asyncio._channel import Opened
 from secsock.core import esp as _esp
 from secsock.core.esp import EspContext, PadMode
+from secsock.engine import EngineStore
 from secsock.errors import (
     DropReason,
     IntegrityError,
@@ -40,7 +41,7 @@ from secsock.errors import (
 )
 from secsock.policy.model import Action, Direction, Level, Mode, Policy, Protocol, Request
 from secsock.sadb.model import Padding, SAIdentity, SAProtocol, SecurityAssociation
-from secsock.sadb.store import SAEntry, SAStore
+from secsock.sadb.store import SAEntry
 from secsock.stats import Counters, IPsecStats, process_counters
 
 __all__ = ("ESP_OVERHEAD_MAX", "StreamPolicy", "StreamSecurity", "identity_of", "stream_policy")
@@ -121,7 +122,7 @@ def _mirror(policy: Policy, direction: Direction) -> Policy:
                   priority=policy.priority)
 
 
-def stream_policy(policies: tuple[Policy, ...], sadb: SAStore) -> StreamPolicy:
+def stream_policy(policies: tuple[Policy, ...], sadb: EngineStore) -> StreamPolicy:
     """Check a stream's socket policies; a missing direction mirrors the given one.
 
     ``unique`` requests without a number get a reqid from the SADB (KAME's key_newreqid).
@@ -175,7 +176,7 @@ class StreamSecurity:
     def __init__(
         self,
         *,
-        sadb: SAStore,
+        sadb: EngineStore,
         policy: StreamPolicy,
         local: tuple[str, int],
         peer: tuple[str, int],

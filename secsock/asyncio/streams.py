@@ -28,8 +28,9 @@ from secsock.asyncio._info import IPsecInfo
 from secsock.asyncio._policy import PolicyArg, socket_policies
 from secsock.asyncio._protector import StreamSecurity, stream_policy
 from secsock.asyncio._sockview import SocketView
+from secsock.engine import EngineStore
 from secsock.errors import IPsecStreamError
-from secsock.sadb.store import SAStore, default_sadb
+from secsock.sadb import default_sadb
 
 __all__ = ("open_connection", "start_server")
 
@@ -271,7 +272,7 @@ class _Setup:
     """Checks the policy once and builds the StreamSecurity of each connection."""
 
     def __init__(
-        self, policy: PolicyArg, sadb: SAStore | None, rng: Callable[[int], bytes]
+        self, policy: PolicyArg, sadb: EngineStore | None, rng: Callable[[int], bytes]
     ) -> None:
         self.sadb = sadb if sadb is not None else default_sadb()
         self.policy = stream_policy(socket_policies(policy, _stdlib_socket.AF_INET), self.sadb)
@@ -287,7 +288,7 @@ async def open_connection(
     port: int | str | None = None,
     *,
     policy: PolicyArg,
-    sadb: SAStore | None = None,
+    sadb: EngineStore | None = None,
     limit: int = _DEFAULT_LIMIT,
     send_prefix: bool = True,
     inner_checksum: bool = False,
@@ -341,7 +342,7 @@ async def start_server(
     port: int | str | None = None,
     *,
     policy: PolicyArg,
-    sadb: SAStore | None = None,
+    sadb: EngineStore | None = None,
     limit: int = _DEFAULT_LIMIT,
     require_prefix: bool = False,
     inner_checksum: bool = False,
