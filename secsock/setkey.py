@@ -108,8 +108,8 @@ class _Tok:
             return "end of script"
         if self.kind is _T.QUOTED:
             return '"..."'  # quoted strings are keys: never echo them
-        if self.kind is _T.WORD and self.text.lower().startswith("0x") and len(self.text) > 10:
-            return self.text[:4] + "..."  # a long hex string may be a key
+        if self.kind is _T.WORD and self.text.lower().startswith("0x") and len(self.text) > 18:
+            return self.text[:4] + "..."  # longer than 64 bits: may be a key, never echo it
         return self.text
 
 
@@ -468,7 +468,10 @@ class _Parser:
     def key(self, alg_name: str) -> tuple[bytes, _Tok]:
         t = self.next()
         if t.kind is _T.QUOTED:
-            return t.text.encode("utf-8"), t
+            try:
+                return t.text.encode("utf-8"), t
+            except UnicodeEncodeError:
+                _fail(f"expected the key of {alg_name} as UTF-8 text", t, secret=True)
         if t.kind is _T.WORD and t.text[:2] in ("0x", "0X"):
             digits = t.text[2:]
             if digits and all(c in "0123456789abcdefABCDEF" for c in digits):
@@ -727,6 +730,9 @@ class _Parser:
             ) from None
 
     def cmd_spdadd(self, head: _Tok) -> Command:
+        t = self.peek()
+        if t.kind is _T.WORD and t.text == "tagged":
+            _fail("PF tags (spdadd tagged) are not supported", t)
         fams = self.aif()
         sel, _ = self.selector(fams)
         text, pt = self.policy_text()
@@ -873,10 +879,16 @@ class _Run:
             assert cmd.src is not None
             assert cmd.dst is not None
             assert cmd.proto is not None
-            self.sadb.getspi(
-                cmd.src, cmd.dst, cmd.proto, now=now, rng=self.rng or os.urandom,
-                hint=cmd.spi or None, mode=cmd.mode, reqid=cmd.reqid,
-            )
+            if cmd.spi:  # that SPI exactly (EEXIST if taken)
+                self.sadb.getspi(
+                    cmd.src, cmd.dst, cmd.proto, now=now, hint=cmd.spi, spi_min=cmd.spi,
+                    spi_max=cmd.spi, mode=cmd.mode, reqid=cmd.reqid,
+                )
+            else:  # SPI 0: the key engine picks one in KAME's range
+                self.sadb.getspi(
+                    cmd.src, cmd.dst, cmd.proto, now=now, rng=self.rng or os.urandom,
+                    mode=cmd.mode, reqid=cmd.reqid,
+                )
         elif v == "get":
             assert cmd.dst is not None
             assert cmd.proto is not None

@@ -395,7 +395,7 @@ def test_time_lifetimes_with_injected_clock() -> None:
     assert store.expire(1059.0) == []
     evs = store.expire(1060.0)
     assert [type(x) for x in evs] == [HardExpire]
-    assert e.state is SAState.DEAD
+    assert store.status(e).state is SAState.DEAD
     assert len(store) == 0
     assert store.tick(5000.0) == []
 
