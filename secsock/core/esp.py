@@ -37,7 +37,7 @@ from secsock.core.algorithms import (
     check_key,
     new_integrity,
 )
-from secsock.errors import DropReason, IntegrityError, MalformedPacket
+from secsock.errors import AlgorithmError, DropReason, IntegrityError, MalformedPacket
 
 __all__ = (
     "ESP_HEADER_LEN",
@@ -211,7 +211,10 @@ class EspContext:
                 self._integrity = integrity
             icv_len = integrity.icv_len
         elif auth_key:
-            raise ValueError("an integrity key was given without an integrity algorithm")
+            raise AlgorithmError(
+                f"expected no integrity key without an integrity algorithm, got {len(auth_key)} "
+                "bytes"
+            )
         self._icv_len = icv_len
         self._min_len = ESP_HEADER_LEN + enc.iv_len + icv_len + 2
         self._fast = self._aead if self._kind == _K_AEAD else None

@@ -307,3 +307,10 @@ def test_gmac_is_a_gcm_tag_over_aad_only(aad: bytes, iv: bytes) -> None:
     key, salt = bytes(range(16)), b"salt"
     tag = AESGCM(key).encrypt(salt + iv, b"", aad)  # GCM with empty plaintext = GMAC
     assert gmac_tag(key, salt, iv, aad) == tag
+
+
+def test_integrity_key_without_algorithm_is_refused() -> None:
+    with pytest.raises(AlgorithmError, match=r"expected no integrity key .* got 32 bytes"):
+        EspContext.create(
+            enc=encryption_algorithm("aes-cbc"), enc_key=bytes(16), auth=None, auth_key=bytes(32)
+        )
