@@ -86,6 +86,15 @@ class NetNS:
     def __repr__(self) -> str:
         return f"NetNS({self.name!r}, created={self._created})"
 
+    @classmethod
+    def adopt(cls, name: str, *, ip: str | None = None) -> Self:
+        """A handle on an existing namespace (e.g. one a killed run left), to clean it up."""
+        ns = cls(name, ip=ip)
+        if not ns.path.exists():
+            raise NetNSError(f"expected namespace {name!r} under {NETNS_RUN_DIR}, found none")
+        ns._created = True
+        return ns
+
     def create(self) -> Self:
         """``ip netns add NAME`` and bring ``lo`` up; raises NetNSError when it fails."""
         result = subprocess.run(

@@ -65,6 +65,7 @@ __all__ = (
     "guest_python",
     "in_ci",
     "install",
+    "reap_stale_namespaces",
     "rig_unavailable_reason",
 )
 
@@ -225,6 +226,52 @@ def install(cache: Path | None = None) -> UMLInstall:
         return found
 
 
+def _reaper_prefix() -> list[str]:
+    """Wrappers that end the guest with this process, even when it is SIGKILLed.
+
+    ``setpriv --pdeathsig KILL`` kills the next process when we die; ``unshare --pid --fork
+    --kill-child`` runs UML as PID 1 of its own PID namespace, so when UML dies the kernel
+    kills every helper process UML forked (they would otherwise linger, one of them spinning).
+    Both are util-linux (Essential in Debian); each is used only if present.
+    """
+    prefix: list[str] = []
+    setpriv = shutil.which("setpriv")
+    if setpriv is not None:
+        prefix += [setpriv, "--pdeathsig", "KILL"]
+    unshare = shutil.which("unshare")
+    if unshare is not None:
+        prefix += [unshare, "--pid", "--fork", "--kill-child=SIGKILL"]
+    return prefix
+
+
+def reap_stale_namespaces(ip: str) -> list[str]:
+    """Delete rig namespaces left by runs that died (SIGKILL); returns their names.
+
+    Only names this module makes (``secsock-kpeer-<pid>-<n>``) whose <pid> is no longer a
+    running process are touched; the processes still inside such a namespace are the dead
+    run's guest and are ended by pid first.
+    """
+    listing = subprocess.run([ip, "netns", "list"], capture_output=True, text=True, check=False)
+    reaped: list[str] = []
+    for line in listing.stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        parts = name.split("-")
+        if len(parts) != 4 or parts[:2] != ["secsock", "kpeer"] or not parts[2].isdigit():
+            continue
+        if int(parts[2]) == os.getpid() or os.path.exists(f"/proc/{parts[2]}"):
+            continue
+        try:
+            stale = NetNS.adopt(name, ip=ip)
+        except NetNSError:
+            continue
+        for pid in stale.pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        stale.delete()
+        reaped.append(name)
+    return reaped
+
+
 _GUEST_IMPORTS = "import ctypes, json, select, shutil, socket, struct, subprocess, threading"
 
 
@@ -320,7 +367,7 @@ class KernelPeer:
         reason = rig_unavailable_reason()
         if reason is not None:
             raise RigError(reason)
-        ensure_iproute2()
+        reap_stale_namespaces(ensure_iproute2())
         if not os.access("/bin/sh", os.X_OK):
             raise RigError("expected /bin/sh on the host (the guest's init runs it)")
         uml = install(cache)
@@ -353,10 +400,7 @@ class KernelPeer:
         except NetNSError as e:
             raise RigError(f"could not set up namespace {self.name}: {e}") from e
         self._rundir = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
-        cmd = [self.ns.ip, "netns", "exec", self.name]
-        setpriv = shutil.which("setpriv")
-        if setpriv is not None:  # the guest dies with this process, even on SIGKILL
-            cmd += [setpriv, "--pdeathsig", "KILL"]
+        cmd = [self.ns.ip, "netns", "exec", self.name, *_reaper_prefix()]
         cmd += [
             str(self.uml.linux),
             "mem=256M",
