@@ -14,13 +14,16 @@ __all__ = ("SocketView",)
 
 
 class SocketView:
-    """Read-only facts about the socket under a secure transport; it cannot send or close."""
+    """Read-only facts about the socket under a secure transport; it cannot send or close.
+
+    ``sock`` is a ``socket.socket`` or anything shaped like one (uvloop's pseudo-socket).
+    """
 
     __slots__ = ("_peername", "_sock", "_sockname")
 
     def __init__(
         self,
-        sock: _stdlib_socket.socket,
+        sock: _stdlib_socket.socket | Any,
         *,
         sockname: Any = None,
         peername: Any = None,
@@ -31,15 +34,15 @@ class SocketView:
 
     @property
     def family(self) -> _stdlib_socket.AddressFamily:
-        return self._sock.family
+        return _stdlib_socket.AddressFamily(self._sock.family)
 
     @property
     def type(self) -> _stdlib_socket.SocketKind:
-        return self._sock.type
+        return _stdlib_socket.SocketKind(self._sock.type)
 
     @property
     def proto(self) -> int:
-        return self._sock.proto
+        return int(self._sock.proto)
 
     def getsockname(self) -> Any:
         """The local address the application sees."""
@@ -56,8 +59,10 @@ class SocketView:
     def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> int | bytes:
         """Read a socket option of the underlying socket."""
         if buflen is None:
-            return self._sock.getsockopt(level, optname)
-        return self._sock.getsockopt(level, optname, buflen)
+            value: int | bytes = self._sock.getsockopt(level, optname)
+        else:
+            value = self._sock.getsockopt(level, optname, buflen)
+        return value
 
     def gettimeout(self) -> float:
         return 0.0

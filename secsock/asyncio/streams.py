@@ -21,7 +21,7 @@ import os
 import socket as _stdlib_socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from secsock.asyncio._channel import SecureStreamConnection
 from secsock.asyncio._info import IPsecInfo
@@ -180,7 +180,8 @@ class _SecureStreamProtocol(asyncio.Protocol):
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's TCPTransport does not subclass asyncio.Transport; it has its methods.
+        transport = cast(asyncio.Transport, transport)
         self._tcp = transport
         sockname = transport.get_extra_info("sockname")
         peername = transport.get_extra_info("peername")
@@ -206,7 +207,7 @@ class _SecureStreamProtocol(asyncio.Protocol):
         extra: dict[str, Any] = {
             "sockname": sockname,
             "peername": peername,
-            "socket": SocketView(_raw_socket(sock)) if sock is not None else None,
+            "socket": SocketView(getattr(sock, "_sock", sock)) if sock is not None else None,
             "ipsec": IPsecInfo(
                 policies=security.policy.texts,
                 outbound=lambda: security.last_out,
@@ -260,12 +261,6 @@ class _SecureStreamProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.app.resume_writing()
-
-
-def _raw_socket(sock: Any) -> _stdlib_socket.socket:
-    inner = getattr(sock, "_sock", sock)
-    assert isinstance(inner, _stdlib_socket.socket)
-    return inner
 
 
 class _Setup:

@@ -510,3 +510,32 @@ async def test_random_relay_never_delivers_bad_bytes(seed: int) -> None:
         }[first[1]]
         assert isinstance(error, IPsecStreamError)
         assert error.reason is expected
+
+
+# --- uvloop ---------------------------------------------------------------------------------
+
+
+def test_streams_on_uvloop() -> None:
+    import uvloop
+
+    async def scenario() -> None:
+        store = direct_store(A, B)
+        server = await start_server(_echo, B, 0, policy=POLICY, sadb=store)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await open_connection(B, port, policy=POLICY, sadb=store,
+                                               local_addr=(A, 0))
+        assert isinstance(writer.get_extra_info("socket"), SocketView)
+        data = random.Random(11).randbytes(300_000)
+        writer.write(data)
+        writer.write_eof()
+        assert await _read_all(reader) == data
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        sent, received, error, _ = await _relayed(scripted({("a2b", 3): Action.MODIFY}), True)
+        assert isinstance(error, IPsecStreamError)
+        assert error.reason is DropReason.AUTH_FAILED
+        assert sent.startswith(received)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(scenario(), 30))
