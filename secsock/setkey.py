@@ -96,7 +96,7 @@ class _T(Enum):
 @dataclass(frozen=True, slots=True)
 class _Tok:
     kind: _T
-    text: str
+    text: str = field(repr=False)  # may be a key
     offset: int
     line: int
     column: int
@@ -224,7 +224,6 @@ class Command:
     selector: SPDSelector | None = None
     policy: Policy | None = None
     where: tuple[int, int, str] = (0, 0, "")  # line, column, token of the key fact (SPI, ...)
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 _HOSTNAME: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$")
