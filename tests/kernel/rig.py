@@ -106,14 +106,21 @@ def cache_dir() -> Path:
 
 
 def rig_unavailable_reason() -> str | None:
-    """Why the rig cannot run on this machine at all (Linux, root, /dev/net/tun, ip netns)."""
-    reason = netns_unavailable_reason()
-    if reason is not None:
-        return reason
+    """Why the rig cannot run on this machine at all: not Linux, not root, no /dev/net/tun,
+    not x86-64, or (when iproute2 is installed) ``ip netns`` not working.
+
+    A missing iproute2 is not a reason: :meth:`KernelPeer.start` installs it.
+    """
+    if not sys.platform.startswith("linux"):
+        return f"the kernel peer needs Linux; this is {sys.platform}"
+    if os.geteuid() != 0:
+        return f"the kernel peer needs root (network namespace, tap); euid is {os.geteuid()}"
     if not os.path.exists("/dev/net/tun"):
         return "/dev/net/tun does not exist (the guest's network is a tap device)"
     if os.uname().machine != "x86_64":
         return f"Debian's user-mode-linux package is amd64-only; this is {os.uname().machine}"
+    if find_ip() is not None:
+        return netns_unavailable_reason()
     return None
 
 
@@ -138,7 +145,13 @@ class UMLInstall:
 def _run(cmd: list[str], *, cwd: Path | None = None, timeout: float = 600) -> None:
     try:
         r = subprocess.run(
-            cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+            cmd,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise RigError(f"`{' '.join(cmd)}` could not run: {e}") from e
@@ -367,7 +380,11 @@ class KernelPeer:
         reason = rig_unavailable_reason()
         if reason is not None:
             raise RigError(reason)
-        reap_stale_namespaces(ensure_iproute2())
+        ip = ensure_iproute2()
+        reason = netns_unavailable_reason()  # now that `ip` exists: does `ip netns` work?
+        if reason is not None:
+            raise RigError(reason)
+        reap_stale_namespaces(ip)
         if not os.access("/bin/sh", os.X_OK):
             raise RigError("expected /bin/sh on the host (the guest's init runs it)")
         uml = install(cache)
