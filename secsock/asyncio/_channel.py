@@ -352,6 +352,7 @@ class SecureStreamConnection:
     ) -> IPsecStreamError | None:
         opener = self._protector.open
         fail = self.fail
+        unpack_tcp = _TCP.unpack_from
         while True:
             try:
                 fr = decoder.next_frame()
@@ -378,27 +379,33 @@ class SecureStreamConnection:
                     f"expected next header {NEXT_HEADER_TCP} (TCP), found "
                     f"{result.next_header} {_where(result)}",
                 )
-            try:
-                seg = parse_segment_untrusted(result.payload)
-            except MalformedPacket as exc:
-                return fail(DropReason.BAD_INNER, f"{exc} {_where(result)}")
+            segment = result.payload
+            if len(segment) < TCP_HEADER_LEN or not (
+                TCP_HEADER_LEN <= (segment[12] >> 4) * 4 <= len(segment)
+            ):
+                try:
+                    parse_segment_untrusted(segment)
+                except MalformedPacket as exc:
+                    return fail(DropReason.BAD_INNER, f"{exc} {_where(result)}")
+            _sp, _dp, seq, _ack, off, flags, _w, _c, _u = unpack_tcp(segment)
             expected = self._received % _MOD32
-            if seg.seq != expected:
-                ahead = (seg.seq - expected) % _MOD32 < (1 << 31)
+            if seq != expected:
+                ahead = (seq - expected) % _MOD32 < (1 << 31)
                 what = "bytes missing before it" if ahead else "bytes already received"
                 return fail(
                     DropReason.REPLAY,
                     f"out-of-order frame ({what}): expected stream offset {expected}, "
-                    f"found {seg.seq} {_where(result)}",
+                    f"found {seq} {_where(result)}",
                 )
             self.frames_received += 1
             self.last_spi_in = result.spi
-            n = len(seg.payload)
+            hlen = (off >> 4) * 4
+            n = len(segment) - hlen
             if n:
-                out.append(seg.payload.tobytes())
+                out.append(segment[hlen:])
                 self._received += n
                 self.bytes_received += n
-            if seg.flags & FLAG_FIN:
+            if flags & FLAG_FIN:
                 self._fin_received = True
 
     def receive_eof(self) -> IPsecStreamError | None:

@@ -308,16 +308,16 @@ class StreamSecurity:
         if not sadb.replay_commit(entry, seq):
             return self._drop(DropReason.REPLAY, f"replayed (spi 0x{spi:08x} seq {seq})")
         sadb.account(entry, len(packet), now)
-        if sa.src != self._peer or sa.dst != self._local:
-            return self._drop(
-                DropReason.POLICY,
-                f"SA {sa.src}->{sa.dst} (spi 0x{spi:08x}) does not match the connection "
-                f"{self._peer}->{self._local}",
-            )
+        if sa is not self._last_in_sa:  # RFC 4301 §5.2, checked once per SA
+            if sa.src != self._peer or sa.dst != self._local:
+                return self._drop(
+                    DropReason.POLICY,
+                    f"SA {sa.src}->{sa.dst} (spi 0x{spi:08x}) does not match the connection "
+                    f"{self._peer}->{self._local}",
+                )
+            self._last_in_sa = sa
+            self.last_in = identity_of(sa)
         if opened.next_header == _NH_NONE:
             return self._drop(DropReason.DUMMY, f"dummy packet (spi 0x{spi:08x} seq {seq})")
         self.counters.add(self._c_in_success)
-        if sa is not self._last_in_sa:
-            self._last_in_sa = sa
-            self.last_in = identity_of(sa)
         return Opened(opened.payload, opened.next_header, spi, seq)
