@@ -530,7 +530,7 @@ class KernelPeer:
 
     # -- the control channel ------------------------------------------------------------------
 
-    def control(self, request: dict[str, Any], *, timeout: float = 60.0) -> dict[str, Any]:
+    def control(self, request: dict[str, Any], *, timeout: float = 30.0) -> dict[str, Any]:
         """Send one JSON request to the agent; its reply, or PeerCommandError."""
         payload = json.dumps(request).encode()
         with self.ns.enter():
