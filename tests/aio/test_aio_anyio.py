@@ -258,3 +258,33 @@ async def test_cancelled_sender_never_leaves_half_a_frame() -> None:
         assert bytes(got) == bytes(sent)
         await client.aclose()
         await server.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_anyio_stream_talks_to_an_asyncio_server() -> None:
+    import asyncio
+
+    from secsock.asyncio import start_server
+
+    store = direct_store(A, B)
+
+    async def upper(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write((await reader.read()).upper())
+        writer.close()
+
+    server = await start_server(upper, B, 0, policy=POLICY, sadb=store)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with await connect_tcp(B, port, policy=POLICY, sadb=store, local_host=A) as s:
+            await s.send(b"same wire format")
+            await s.send_eof()
+            got = b""
+            try:
+                while True:
+                    got += await s.receive()
+            except anyio.EndOfStream:
+                pass
+            assert got == b"SAME WIRE FORMAT"
+    finally:
+        server.close()
+        await server.wait_closed()
