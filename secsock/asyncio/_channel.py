@@ -2,18 +2,20 @@
 
 Shared by :mod:`secsock.asyncio.streams` and :mod:`secsock.anyio`; it does no I/O and reads no
 clock (``now`` is passed in), in the manner of h11's ``Connection``: ``send()`` turns
-application bytes into wire bytes, ``receive_data()`` turns wire bytes into authenticated
-application bytes or raises :class:`~secsock.errors.IPsecStreamError`.
+application bytes into whole frames, ``receive_data()`` turns wire bytes into authenticated
+application bytes, returning (never raising) the :class:`~secsock.errors.IPsecStreamError`
+that ends the stream when a frame fails.
 
 What travels on the TCP connection (see docs/asyncio.md, "Wire format"):
 
-* the initiator's optional stream prefix ``"IKETCP"`` (RFC 8229 §3), once;
+* the initiator's optional stream prefix ``"IKETCP"`` (RFC 8229 §4), once;
 * RFC 8229 frames: a 2-octet length that counts itself, then one transport-mode ESP packet;
 * each ESP packet has next header 6 and carries one *inner TCP segment*: a 20-octet TCP header
   whose ports are this connection's, whose sequence number is the stream offset of its first
   byte (initial sequence number 0), whose ack is the number of bytes received so far, flags
-  ACK|PSH (ACK|FIN for the end-of-stream segment), window 65535 and a checksum over the
-  RFC 793 pseudo-header of this connection's addresses; then the chunk of application bytes.
+  ACK|PSH (ACK|FIN for the end-of-stream segment), window 65535, and a checksum of 0 (or, with
+  ``inner_checksum``, the RFC 793 checksum over the pseudo-header of the sender's addresses);
+  then the chunk of application bytes.
 
 The receiver accepts a segment only after ESP authenticated it and the anti-replay window took
 it, and only if its inner sequence number is exactly the next stream offset: a missing,
