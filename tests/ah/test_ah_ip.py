@@ -73,8 +73,10 @@ def test_ah_ip_build_ipv4_matches_scapy_and_parses_back(
     )
     payload = bytes(range(256)) * 4
     packet = header + payload[:payload_len]
-    # scapy recomputes the checksum from the other fields: it must agree with ours.
-    ref = IP(packet)
+    # scapy recomputes the checksum from the other fields: it must agree with ours. Only the
+    # header goes through scapy: with a payload, a bound upper layer (IGMP for protocol 2 once
+    # scapy.all is imported) may add IP options of its own when the packet is rebuilt.
+    ref = IP(header)
     del ref.chksum
     assert bytes(IP(bytes(ref)))[: len(header)] == header
     assert internet_checksum(header) == 0
