@@ -20,13 +20,14 @@ import threading
 from collections.abc import Iterator
 from typing import Any, Final, Literal
 
+from secsock._transport import RealSocket
 from secsock.engine import EngineStore
 from secsock.sadb.spd import SPD
 from secsock.socket import SecureSocket
 
 __all__ = ("install", "installed", "patch", "uninstall")
 
-_ORIGINAL: Final = _stdlib_socket.socket
+_ORIGINAL: Final = RealSocket
 _TYPE_MASK: Final = ~(
     int(getattr(_stdlib_socket, "SOCK_NONBLOCK", 0)) | int(getattr(_stdlib_socket, "SOCK_CLOEXEC", 0))
 )

@@ -64,6 +64,9 @@ __all__ = (
 
 _LOG: Final = logging.getLogger("secsock")
 
+#: The real socket class, captured at import: secsock.install() replaces socket.socket, and
+#: the shared carriers must never be secure sockets themselves.
+RealSocket: Final = _stdlib_socket.socket
 AF_INET: Final = _stdlib_socket.AF_INET
 AF_INET6: Final = _stdlib_socket.AF_INET6
 IPPROTO_ESP: Final = 50
@@ -230,7 +233,7 @@ class EncapEndpoint:
         self.local = local
         self.port = port
         family = AF_INET if isinstance(local, IPv4Address) else AF_INET6
-        sock = _stdlib_socket.socket(family, _stdlib_socket.SOCK_DGRAM)
+        sock = RealSocket(family, _stdlib_socket.SOCK_DGRAM)
         try:
             sock.bind(sockaddr(local, port))
         except OSError:
@@ -283,7 +286,7 @@ class RawEndpoint:
 
     def __init__(self, ctx: NetContext, family: int, protocol: int) -> None:
         try:
-            sock = _stdlib_socket.socket(family, _stdlib_socket.SOCK_RAW, protocol)
+            sock = RealSocket(family, _stdlib_socket.SOCK_RAW, protocol)
         except PermissionError as exc:
             raise _raw_permission_error(exc) from None
         self.family = family
@@ -482,7 +485,7 @@ class NetContext:
     def _waker(self, family: int) -> _stdlib_socket.socket:
         s = self._wakers.get(family)
         if s is None:
-            s = _stdlib_socket.socket(family, _stdlib_socket.SOCK_DGRAM)
+            s = RealSocket(family, _stdlib_socket.SOCK_DGRAM)
             s.bind(("127.0.0.1", 0) if family == AF_INET else ("::1", 0))
             s.setblocking(False)
             self._wakers[family] = s
@@ -511,7 +514,7 @@ class NetContext:
         with self._lock:
             probe = self._probes.get(family)
             if probe is None:
-                probe = self._probes[family] = _stdlib_socket.socket(family,
+                probe = self._probes[family] = RealSocket(family,
                                                                      _stdlib_socket.SOCK_DGRAM)
             try:
                 probe.connect(sockaddr(dst, 9))
@@ -572,7 +575,7 @@ class NetContext:
                 s = self._hdrincl
                 if s is None:
                     try:
-                        s = _stdlib_socket.socket(AF_INET, _stdlib_socket.SOCK_RAW,
+                        s = RealSocket(AF_INET, _stdlib_socket.SOCK_RAW,
                                                   _stdlib_socket.IPPROTO_RAW)
                     except PermissionError as exc:
                         raise _raw_permission_error(exc) from None
