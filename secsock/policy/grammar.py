@@ -121,6 +121,20 @@ _DESCRIBE: Final = {
     _K.PORT: "a port like [500]",
 }
 _LEVELS_TEXT: Final = "a level (default, use, require, unique, unique:N)"
+# Every number of the grammar is checked against a limit below 2**32; CPython refuses int() of
+# a decimal string of more than 4300 digits, so digit strings are never converted whole.
+_TOO_BIG: Final = 1 << 64
+
+
+def _decimal(digits: str) -> int:
+    """The value of a string of ASCII digits, or _TOO_BIG when it has more than 20 significant
+    digits (above every limit here)."""
+    significant = digits.lstrip("0")
+    return int(significant or "0") if len(significant) <= 20 else _TOO_BIG
+
+
+def _found(value: int) -> str:
+    return str(value) if value < _TOO_BIG else "a number of more than 20 digits"
 
 
 def _tokenize(text: str) -> list[_Token]:
@@ -218,20 +232,20 @@ class _Parser:
         tok = self.take()
         if tok.kind is _K.PRIO_OFFSET:  # "prio N": N above the default
             action = Action(self.expect(_K.ACTION).value)
-            offset = int(tok.text)
+            offset = _decimal(tok.text)
             if offset > c.PRIORITY_DEFAULT:
                 raise self.error(c.EIPSEC_INVAL_PRIORITY_OFFSET, tok,
                                  f"expected an offset of at most {c.PRIORITY_DEFAULT}, "
-                                 f"found {offset}")
+                                 f"found {_found(offset)}")
             return action, c.PRIORITY_DEFAULT - offset
         if tok.kind is _K.HYPHEN:  # "prio -N": N below the default
             otok = self.expect(_K.PRIO_OFFSET)
             action = Action(self.expect(_K.ACTION).value)
-            offset = int(otok.text)
+            offset = _decimal(otok.text)
             if offset > c.PRIORITY_DEFAULT - 1:
                 raise self.error(c.EIPSEC_INVAL_PRIORITY_OFFSET, otok,
                                  f"expected an offset of at most {c.PRIORITY_DEFAULT - 1}, "
-                                 f"found {offset}")
+                                 f"found {_found(offset)}")
             return action, c.PRIORITY_DEFAULT + offset
         if tok.kind is not _K.PRIO_BASE:
             raise self.syntax(tok, "a priority (low, def, high, N or -N)")
@@ -243,13 +257,13 @@ class _Parser:
             raise self.syntax(sign, "'+', '-' or an action")
         otok = self.expect(_K.PRIO_OFFSET)
         action = Action(self.expect(_K.ACTION).value)
-        offset = int(otok.text)
+        offset = _decimal(otok.text)
         limit = (c.PRIORITY_OFFSET_NEGATIVE_MAX if sign.kind is _K.PLUS
                  else c.PRIORITY_OFFSET_POSITIVE_MAX)
         if offset > limit:
             raise self.error(c.EIPSEC_INVAL_PRIORITY_BASE_OFFSET, otok,
                              f"expected an offset of at most {limit} after "
-                             f"'{tok.text} {sign.text}', found {offset}")
+                             f"'{tok.text} {sign.text}', found {_found(offset)}")
         return action, base - offset if sign.kind is _K.PLUS else base + offset
 
     # --- rule ---------------------------------------------------------------------------------
@@ -314,11 +328,11 @@ class _Parser:
             return Level(tok.value), 0
         if tok.kind is not _K.LEVEL_SPECIFY:
             raise self.syntax(tok, _LEVELS_TEXT)
-        reqid = int(tok.text[len("unique:") :])
+        reqid = _decimal(tok.text[len("unique:") :])
         if reqid > 0xFFFF:
             raise self.error(c.EIPSEC_INVAL_LEVEL, tok,
                              f"expected a reqid of at most 65535 (manual reqids are 1-"
-                             f"{c.IPSEC_MANUAL_REQID_MAX}), found {reqid}")
+                             f"{c.IPSEC_MANUAL_REQID_MAX}), found {_found(reqid)}")
         return Level.UNIQUE, reqid
 
     def addresses(
@@ -359,7 +373,7 @@ class _Parser:
             raise self._bad_address(tok) from None
         if scope_text:
             if scope_text.isdigit():
-                scope = int(scope_text)
+                scope = _decimal(scope_text)
             elif self.ifindex is not None:
                 try:
                     scope = self.ifindex(scope_text)
@@ -370,13 +384,13 @@ class _Parser:
                     tok, f"scope {scope_text!r} is not numeric and no interface resolver "
                     "(ifindex=) was given")
             if not 0 <= scope <= 0xFFFFFFFF:
-                raise self._bad_address(tok, f"scope id {scope} does not fit in 32 bits")
+                raise self._bad_address(tok, f"scope id {_found(scope)} does not fit in 32 bits")
         port = 0
         if port_tok is not None:
-            port = int(port_tok.text[1:-1])
+            port = _decimal(port_tok.text[1:-1])
             if port > 0xFFFF:
                 raise self.error(c.EIPSEC_SYSTEM_ERROR, port_tok,
-                                 f"expected a port of at most 65535, found {port}",
+                                 f"expected a port of at most 65535, found {_found(port)}",
                                  message=EAI_SERVICE_TEXT)
         return addr, port, scope
 

@@ -290,3 +290,28 @@ def test_policy_parse_classmethod_and_str() -> None:
     p = Policy.parse("out ipsec esp/transport//require")
     assert str(p) == "out ipsec esp/transport//require"
     assert str(p.requests[0]) == "esp/transport//require"
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "token"),
+    [
+        (f"in prio {'9' * 5000} none", c.EIPSEC_INVAL_PRIORITY_OFFSET, "9" * 5000),
+        (f"in prio -{'9' * 5000} none", c.EIPSEC_INVAL_PRIORITY_OFFSET, "9" * 5000),
+        (f"in prio def + {'9' * 5000} none", c.EIPSEC_INVAL_PRIORITY_BASE_OFFSET, "9" * 5000),
+        (f"out ipsec esp/transport//unique:{'9' * 5000}", c.EIPSEC_INVAL_LEVEL,
+         f"unique:{'9' * 5000}"),
+        (f"out ipsec esp/transport/1.2.3.4[{'9' * 5000}]-5.6.7.8[1]/use",
+         c.EIPSEC_SYSTEM_ERROR, f"[{'9' * 5000}]"),
+        (f"out ipsec esp/transport/fe80::1%{'9' * 5000}-fe80::2/use", c.EIPSEC_SYSTEM_ERROR,
+         f"fe80::1%{'9' * 5000}"),
+    ],
+)
+def test_numbers_beyond_cpythons_int_digit_limit_are_range_errors(
+    text: str, code: int, token: str
+) -> None:
+    # int() refuses more than 4300 decimal digits with a plain ValueError; the parser must
+    # still answer with its own PolicyError, code and column.
+    e = err(text)
+    assert (e.code, e.token) == (code, token)
+    assert "more than 20 digits" in e.__notes__[0]
+    assert parse_policy(f"in prio {'0' * 5000}12 none").priority == 0x80000000 - 12
