@@ -228,6 +228,7 @@ class Command:
 
 _HOSTNAME: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$")
 _AIF: Final = re.compile(r"^-[46n]+$")
+_ICMP_TYPE_CODE: Final = re.compile(r"([0-9]+)(?:,([0-9]+))?")
 _UPPER_BY_NAME: Final[dict[str, int]] = {
     **{name: num for num, name in PROTOCOL_NAMES.items()},
     "any": ULPROTO_ANY,
@@ -305,8 +306,8 @@ class _Parser:
         value = _parse_number(t, hex_ok=hex_ok) if t.kind is _T.WORD else None
         if value is None:
             _fail(f"expected {expected}", t)
-        if value > limit:
-            _fail(f"expected {expected} of at most {limit}, found {value}", t)
+        if value > limit:  # the token is shown after the message: no value, it may be a key
+            _fail(f"expected {expected} of at most {limit}", t)
         return value, t
 
     # --- script -----------------------------------------------------------------------------
@@ -390,8 +391,8 @@ class _Parser:
         value = _parse_number(t) if t.kind is _T.WORD else None
         if value is None:
             _fail("expected an SPI (decimal or 0x-hex)", t)
-        if value > _U32:
-            _fail(f"expected an SPI of at most 0xffffffff, found {value:#x}", t)
+        if value > _U32:  # the token is shown after the message: no value, it may be a key
+            _fail("expected an SPI of at most 0xffffffff", t)
         if value < 256 and not (zero_ok and value == 0):
             _fail(
                 f"expected an SPI of 256..0xffffffff (0..255 are reserved), found {value}", t
@@ -678,10 +679,12 @@ class _Parser:
         nt = self.peek()
         if nt.kind is _T.WORD and nt.text[:1].isdigit() and ul in (1, 58):
             self.next()
-            m = re.fullmatch(r"(\d+)(?:,(\d+))?", nt.text)
-            if m is None or int(m.group(1)) > 255 or int(m.group(2) or 0) > 255:
+            m = _ICMP_TYPE_CODE.fullmatch(nt.text)
+            if m is None:
                 _fail("expected an ICMP type[,code] of 0..255 each", nt)
-            itype, icode = int(m.group(1)), int(m.group(2) or 0)
+            itype, icode = _decimal(m.group(1)), _decimal(m.group(2) or "0")
+            if itype > 255 or icode > 255:
+                _fail("expected an ICMP type[,code] of 0..255 each", nt)
         return ul, itype, icode, t
 
     def selector(self, fams: set[int] | None) -> tuple[SPDSelector, _Tok]:
@@ -789,10 +792,17 @@ _COMMANDS: Final[dict[str, Callable[[_Parser, _Tok], Command]]] = {
 }
 
 
+def _decimal(digits: str) -> int:
+    """The value of ASCII digits; above 2^64 (past every limit) when there are more than 20
+    significant digits -- CPython refuses int() of more than 4300 with a bare ValueError."""
+    significant = digits.lstrip("0")
+    return int(significant or "0") if len(significant) <= 20 else 1 << 64
+
+
 def _parse_number(t: _Tok, *, hex_ok: bool = True) -> int | None:
     text = t.text
     if text.isdecimal() and text.isascii():
-        return int(text)
+        return _decimal(text)
     if hex_ok and text[:2] in ("0x", "0X") and len(text) > 2:
         digits = text[2:]
         if all(c in "0123456789abcdefABCDEF" for c in digits):
