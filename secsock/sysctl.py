@@ -236,11 +236,18 @@ def _validate(name: str, value: object) -> int:
         raise _unknown(name)
     number = _to_int(name, value)
     if not var.accepts(number):
-        raise SysctlError(f"{name}: expected {var.allowed}, found {number}", name=name)
+        raise SysctlError(f"{name}: expected {var.allowed}, found {_shown(number)}", name=name)
     return number
 
 
 _NUMBER = re.compile(r"[+-]?(?:0[xX][0-9a-fA-F]+|[0-9]+)")
+# Every limit is a C int: a number of more than 20 digits is out of range whatever it is, and
+# CPython's int() and str() refuse decimal conversions of more than 4300 digits.
+_HUGE = 10**20
+
+
+def _shown(number: int) -> str:
+    return str(number) if -_HUGE < number < _HUGE else "a number of more than 20 digits"
 
 
 def _to_int(name: str, value: object) -> int:
@@ -256,10 +263,20 @@ def _to_int(name: str, value: object) -> int:
         raise SysctlError(
             f"{name}: expected a decimal or 0x-hexadecimal integer, found {value!r}", name=name
         )
-    return int(text, 0) if "x" in text.lower() else int(text, 10)
+    if "x" in text.lower():
+        return int(text, 0)
+    negative = text.startswith("-")
+    digits = text.lstrip("+-").lstrip("0") or "0"
+    if len(digits) > 20:
+        return -_HUGE if negative else _HUGE
+    return -int(digits) if negative else int(digits)
 
 
-def _unknown(name: str) -> UnknownSysctlError:
+def _unknown(name: object) -> UnknownSysctlError:
+    if not isinstance(name, str):
+        return UnknownSysctlError(
+            f"expected a sysctl name (a str), found {type(name).__name__}", name=None
+        )
     # Match on the leaf (the part after the last dot), then offer it in each tree that has it,
     # the tree the caller named first.
     leaf = name.rsplit(".", 1)[-1]

@@ -175,3 +175,11 @@ def test_reset_does_not_reread_the_env_file(
     assert sysctl.get(V4 + "def_policy") == 0
     sysctl.reset()
     assert sysctl.get(V4 + "def_policy") == 1
+
+
+def test_a_huge_number_in_a_file_names_file_and_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "net.inet.ipsec.ecn = 1\nnet.inet.ipsec.debug = " + "9" * 5000 + "\n")
+    with pytest.raises(sysctl.SysctlError) as info:
+        sysctl.load(path)
+    assert (info.value.path, info.value.line) == (str(path), 2)
+    assert sysctl.get(V4 + "ecn") == 0

@@ -185,3 +185,32 @@ def test_describe_does_not_need_a_known_value() -> None:
     assert "default 0" in text
     with pytest.raises(sysctl.UnknownSysctlError):
         sysctl.describe("net.inet.ipsec.bogus")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["9" * 5000, "-" + "9" * 5000, "0" * 5000 + "1" * 21, 10**5000],
+    ids=["digits", "negative", "zeros-then-21-digits", "int"],
+)
+def test_numbers_beyond_cpythons_digit_limit_are_sysctl_errors(value: int | str) -> None:
+    # int() and str() refuse more than 4300 decimal digits with a bare ValueError.
+    before = dict(sysctl.snapshot())
+    with pytest.raises(sysctl.SysctlError) as info:
+        sysctl.set(V4 + "debug", value)
+    assert info.value.name == V4 + "debug"
+    assert "more than 20 digits" in str(info.value)
+    assert dict(sysctl.snapshot()) == before
+    sysctl.set(V4 + "debug", "0" * 5000 + "7")
+    assert sysctl.get(V4 + "debug") == 7
+
+
+@pytest.mark.parametrize("name", [None, 123, b"net.inet.ipsec.debug"])
+def test_a_name_that_is_not_a_str_is_a_clear_error(name: object) -> None:
+    calls = (
+        lambda: sysctl.get(name),  # type: ignore[arg-type]
+        lambda: sysctl.set(name, 1),  # type: ignore[arg-type]
+        lambda: sysctl.describe(name),  # type: ignore[arg-type]
+    )
+    for call in calls:
+        with pytest.raises(sysctl.UnknownSysctlError, match="expected a sysctl name"):
+            call()
