@@ -117,10 +117,20 @@ _PUNCT: Final = {";": _T.SEMI, "/": _T.SLASH, "[": _T.LBRACK, "]": _T.RBRACK}
 _WORD_END: Final = frozenset(' \t\r\n\f\v;/[]"#')
 
 
+# A hex word longer than 64 bits may be a key in the wrong place: messages keep its first two
+# digits only, as _Tok.shown does for the token.
+_LONG_HEX: Final = re.compile(r"0[xX][0-9a-fA-F]{17,}")
+
+
+def _redact(text: str) -> str:
+    return _LONG_HEX.sub(lambda m: m.group()[:4] + "...", text)
+
+
 def _fail(message: str, tok: _Tok, *, secret: bool = False) -> NoReturn:
-    """Raise SetkeyError at ``tok``; ``secret`` tokens (keys) are shown as ``<key>``."""
+    """Raise SetkeyError at ``tok``; ``secret`` tokens (keys) are shown as ``<key>``, and long
+    hex words in the message (which may quote a misplaced key) are cut."""
     shown = "<key>" if secret and tok.kind is not _T.EOF else tok.shown
-    raise SetkeyError(message, line=tok.line, column=tok.column, token=shown)
+    raise SetkeyError(_redact(message), line=tok.line, column=tok.column, token=shown)
 
 
 def _tokenize(text: str) -> list[_Tok]:
@@ -727,8 +737,8 @@ class _Parser:
             notes = getattr(exc, "__notes__", None)
             detail = f" ({notes[0]})" if notes else ""
             raise SetkeyError(
-                f"invalid policy: {exc.message}{detail}", line=line, column=column,
-                token=exc.token if exc.token is not None else text,
+                _redact(f"invalid policy: {exc.message}{detail}"), line=line, column=column,
+                token=_redact(exc.token if exc.token is not None else text),
             ) from None
 
     def cmd_spdadd(self, head: _Tok) -> Command:

@@ -650,3 +650,31 @@ def test_icmp_type_and_code_are_ascii_digits() -> None:
     (cmd,) = parse_script(f"spdadd 10.0.0.1 10.0.0.2 icmp6 {'0' * 5000}135,0 -P out none;")
     assert cmd.selector is not None
     assert (cmd.selector.sport, cmd.selector.dport) == (135, 0)
+
+
+MISPLACED = "0x00112233445566778899aabbccddeeff0a0b0c0d"  # a 20-byte key in the wrong place
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        f"add 10.0.0.1 10.0.0.2 esp {MISPLACED} -E aes-gcm-16 {GCM};",  # as the SPI
+        f"add 10.0.0.1 10.0.0.2 esp 0x1000 -u {MISPLACED} -E aes-gcm-16 {GCM};",  # as -u
+        f"add 10.0.0.1 10.0.0.2 esp 0x1000 -S {MISPLACED}{MISPLACED[2:]} -E aes-gcm-16 {GCM};",
+        f"add 10.0.0.1 10.0.0.2 esp 0x1000 -E {MISPLACED};",  # as the algorithm name
+        f"add 10.0.0.1 10.0.0.2 esp 0x1000 -E aes-cbc {K16} -A {MISPLACED};",
+        f"add 10.0.0.1 10.0.0.2 ah 0x1000 -A {MISPLACED} {MISPLACED};",
+        f"spdadd 10.0.0.1 10.0.0.2 any -P out ipsec esp/transport/{MISPLACED}/require;",
+        f"spdadd 10.0.0.1 10.0.0.2 any -P out ipsec esp/transport//{MISPLACED};",
+        f"spdadd 10.0.0.1 10.0.0.2 any -P out prio {MISPLACED} ipsec;",
+    ],
+)
+def test_a_misplaced_key_never_shows_in_the_error(script: str) -> None:
+    value = int(MISPLACED, 16)
+    with pytest.raises(SetkeyError) as info:
+        run(script)
+    err = info.value
+    text = f"{err} {err!r} {err.token} {err.message} {getattr(err, '__notes__', '')}"
+    assert MISPLACED[4:20] not in text.lower(), text
+    assert str(value)[:12] not in text, text
+    assert f"{value:x}"[:12] not in text.lower(), text
