@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from ipaddress import IPv4Address, IPv6Address
 from typing import Final, NamedTuple, TypeAlias
@@ -136,12 +136,19 @@ class Carrier(IntEnum):
 @dataclass(frozen=True, slots=True)
 class Flow:
     """A UDP datagram's selectors: local ``src`` and ``dst`` addresses and ports (outbound), or
-    the remote ``src`` and local ``dst`` (inbound). Both addresses are of one IP version."""
+    the remote ``src`` and local ``dst`` (inbound). Both addresses are of one IP version.
+
+    ``key`` (packed addresses and ports) is what decisions are cached under; build a Flow once
+    per peer and reuse it (the socket does), the per-packet cost is then a tuple hash.
+    """
 
     src: Address
     dst: Address
     sport: int
     dport: int
+    src_p: bytes = field(init=False, repr=False, compare=False)
+    dst_p: bytes = field(init=False, repr=False, compare=False)
+    key: tuple[bytes, bytes, int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.src, IPv4Address | IPv6Address) or not isinstance(
@@ -154,6 +161,10 @@ class Flow:
             raise ValueError(f"expected one IP version, found src={self.src} dst={self.dst}")
         if not (0 <= self.sport <= 0xFFFF and 0 <= self.dport <= 0xFFFF):
             raise ValueError(f"expected ports 0..65535, found {self.sport} and {self.dport}")
+        src_p, dst_p = self.src.packed, self.dst.packed
+        object.__setattr__(self, "src_p", src_p)
+        object.__setattr__(self, "dst_p", dst_p)
+        object.__setattr__(self, "key", (src_p, dst_p, self.sport, self.dport))
 
     def __str__(self) -> str:
         if self.src.version == 6:
@@ -182,8 +193,7 @@ class Outbound(NamedTuple):
     seq: int = 0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Applied:
+class Applied(NamedTuple):
     """One IPsec header a received datagram came through, outermost first."""
 
     proto: Protocol
@@ -266,6 +276,8 @@ class _Decision:
     requests: tuple[_Req, ...]
     policy: Policy
     source: str  # "socket policy", "SPD entry 3", "net.inet.ipsec.def_policy"
+    #: the one request of the common case (a single ESP transport request): the fast path
+    single_esp: _Req | None = None
 
 
 _DEFLEV_LEAF: Final = {
@@ -336,8 +348,9 @@ class IPsecEngine:
         self._in_policy = _entrust(Direction.INBOUND)
         self._out_policy = _entrust(Direction.OUTBOUND)
         self._policy_version = 0
-        self._out_cache: dict[Flow, tuple[tuple[int, int, int], _Decision]] = {}
-        self._in_cache: dict[Flow, tuple[tuple[int, int, int], _Decision]] = {}
+        self._out_cache: dict[object, tuple[tuple[int, int, int], _Decision]] = {}
+        self._in_cache: dict[object, tuple[tuple[int, int, int], _Decision]] = {}
+        self._packed: dict[int, tuple[Address, bytes]] = {}
         self._ip_id = int.from_bytes(rng(2), "big")
         c = Counters.index
         self._c_out_success = c("out_success")
@@ -425,20 +438,38 @@ class IPsecEngine:
         return self._counters.snapshot()
 
     # --- the decision (§4.2, KAME privileged socket) -----------------------------------------
-    def _generation(self) -> tuple[int, int, int]:
-        return (sysctl.generation(), self._spd.generation, self._policy_version)
-
     def _decide(self, direction: Direction, flow: Flow) -> _Decision:
-        gen = self._generation()
+        gen = (sysctl.generation(), self._spd.generation, self._policy_version)
         cache = self._out_cache if direction == Direction.OUTBOUND else self._in_cache
-        hit = cache.get(flow)
+        key = flow.key
+        hit = cache.get(key)
         if hit is not None and hit[0] == gen:
             return hit[1]
         decision = self._compute_decision(direction, flow)
         if len(cache) >= _CACHE_MAX:
             cache.clear()
-        cache[flow] = (gen, decision)
+        cache[key] = (gen, decision)
         return decision
+
+    def _decide_in(self, src: Address, dst: Address, src_p: bytes, dst_p: bytes, sport: int,
+                   dport: int) -> _Decision:
+        """:meth:`_decide` for INBOUND without building a Flow on a cache hit."""
+        gen = (sysctl.generation(), self._spd.generation, self._policy_version)
+        hit = self._in_cache.get((src_p, dst_p, sport, dport))
+        if hit is not None and hit[0] == gen:
+            return hit[1]
+        return self._decide(Direction.INBOUND, Flow(src, dst, sport, dport))
+
+    def _packed_of(self, addr: Address) -> bytes:
+        """``addr.packed``, cached by object identity (the socket reuses its address objects)."""
+        hit = self._packed.get(id(addr))
+        if hit is not None and hit[0] is addr:
+            return hit[1]
+        packed = addr.packed
+        if len(self._packed) >= _CACHE_MAX:
+            self._packed.clear()
+        self._packed[id(addr)] = (addr, packed)
+        return packed
 
     def _compute_decision(self, direction: Direction, flow: Flow) -> _Decision:
         sp = self._out_policy if direction == Direction.OUTBOUND else self._in_policy
@@ -472,7 +503,13 @@ class IPsecEngine:
                 )
                 for r in sp.requests
             )
-            return _Decision(_Verdict.PROTECT, reqs, sp, source)
+            single = (
+                reqs[0]
+                if len(reqs) == 1 and reqs[0].proto == Protocol.ESP
+                and reqs[0].mode == Mode.TRANSPORT and reqs[0].src is None
+                else None
+            )
+            return _Decision(_Verdict.PROTECT, reqs, sp, source, single)
         # DISCARD (or an entrust that reached here, which cannot happen for the SPD)
         return _Decision(_Verdict.DISCARD, (), sp, source)
 
@@ -487,15 +524,50 @@ class IPsecEngine:
         (EPROTONOSUPPORT/EOPNOTSUPP/EINVAL) for what this socket cannot do (AH over the udp
         transport, tunnel mode, IPComp).
         """
-        self._sadb.tick(now)
+        return [self.protect_one(flow, payload, now=now)]
+
+    def protect_one(self, flow: Flow, payload: bytes, *, now: float) -> Outbound:
+        """:meth:`protect` for callers that send one datagram (the sockets): no list."""
+        sadb = self._sadb
+        sadb.tick(now)
         decision = self._decide(Direction.OUTBOUND, flow)
+        req = decision.single_esp
+        if req is not None:
+            # The common case, one ESP transport request with an SA: the same steps as the
+            # general path below, without its per-request bookkeeping.
+            entry = sadb.lookup_outbound(flow.src, flow.dst, IPPROTO_ESP, Mode.TRANSPORT,
+                                         req.reqid)
+            if entry is not None:
+                sa = entry.sa
+                try:
+                    seq = sadb.reserve_seq(entry)
+                except SequenceOverflowError:
+                    self._counters.add(self._c_out_seqoverflow)
+                    raise
+                except NoSAError:
+                    self._counters.add(self._c_out_nosa)
+                    raise
+                data = self._seal_esp(
+                    entry, sa, seq,
+                    build_udp(flow.src_p, flow.dst_p, flow.sport, flow.dport, payload),
+                    IPPROTO_UDP, flow.src.version,
+                )
+                sadb.account(entry, len(data), now)
+                self._counters.add(self._c_out_success)
+                if sa.natt:
+                    return Outbound(Carrier.NATT, data, flow.src, flow.dst,
+                                    sa.natt_sport or 0, sa.natt_dport or 0, IPPROTO_UDP,
+                                    False, sa.spi, seq)
+                if self._transport is Transport.UDP:
+                    return Outbound(Carrier.UDP, data, flow.src, flow.dst, flow.sport,
+                                    flow.dport, IPPROTO_UDP, False, sa.spi, seq)
+                return Outbound(Carrier.IP, data, flow.src, flow.dst, 0, 0, IPPROTO_ESP,
+                                False, sa.spi, seq)
         verdict = decision.verdict
         if verdict == _Verdict.CLEAR:
             self._counters.add(self._c_out_clear)
-            return [
-                Outbound(Carrier.CLEAR, payload, flow.src, flow.dst, flow.sport, flow.dport,
-                         IPPROTO_UDP)
-            ]
+            return Outbound(Carrier.CLEAR, payload, flow.src, flow.dst, flow.sport, flow.dport,
+                            IPPROTO_UDP)
         if verdict == _Verdict.DISCARD:
             self._counters.add(self._c_out_polvio)
             raise PermissionError(
@@ -503,7 +575,7 @@ class IPsecEngine:
                 f"datagram {flow} refused by policy '{decision.policy.to_text()}' "
                 f"({decision.source}); nothing was sent",
             )
-        return [self._protect_ipsec(decision, flow, payload, now)]
+        return self._protect_ipsec(decision, flow, payload, now)
 
     def _out_error(self, slot: int, exc: OSError) -> OSError:
         self._counters.add(slot)
@@ -579,9 +651,7 @@ class IPsecEngine:
                     f"transform; nothing was sent",
                 ))
         # 2. Apply the transforms, innermost first.
-        src_p = flow.src.packed
-        dst_p = flow.dst.packed
-        data = build_udp(src_p, dst_p, flow.sport, flow.dport, payload)
+        data = build_udp(flow.src_p, flow.dst_p, flow.sport, flow.dport, payload)
         nh = IPPROTO_UDP
         carrier = Carrier.IP
         osport = odport = 0
@@ -787,10 +857,10 @@ class IPsecEngine:
                 inner = inner[:ulen]
         try:
             isport, idport, payload = parse_udp_untrusted(
-                inner, src.packed, dst.packed,
-                # Linux does not check it under NAT-T (the addresses may have been
-                # translated; RFC 3948 §3.1.2); ESP's ICV already covers it.
-                verify_checksum=carrier != Carrier.NATT,
+                inner, self._packed_of(src), self._packed_of(dst),
+                # As Linux: checked on raw ESP/AH, not under ESP-in-UDP (NAT may have changed
+                # the addresses, RFC 3948 §3.1.2); ESP's ICV covers the segment anyway.
+                verify_checksum=carrier == Carrier.IP,
             )
         except MalformedPacket as exc:
             raise _DropSignal(exc.reason, outer.spi, outer.seq, str(exc)) from None
@@ -899,13 +969,15 @@ class IPsecEngine:
     def admit(self, datagram: Decapsulated, *, now: float) -> Delivered | Dropped:
         """The policy half of :meth:`receive` (§4.5 step 6, KAME ipsec_in_reject)."""
         del now  # policies have no lifetimes here; kept for symmetry with receive()
-        flow = Flow(datagram.src, datagram.dst, datagram.sport, datagram.dport)
-        decision = self._decide(Direction.INBOUND, flow)
+        src, dst = datagram.src, datagram.dst
+        decision = self._decide_in(src, dst, self._packed_of(src), self._packed_of(dst),
+                                   datagram.sport, datagram.dport)
         applied = datagram.applied
         outer = applied[0] if applied else None
         spi = outer.spi if outer is not None else None
         seq = outer.seq if outer is not None else None
         if decision.verdict == _Verdict.DISCARD:
+            flow = Flow(src, dst, datagram.sport, datagram.dport)
             return self._drop(
                 DropReason.POLICY, spi, seq,
                 f"{flow} refused by '{decision.policy.to_text()}' ({decision.source})",
@@ -917,6 +989,7 @@ class IPsecEngine:
                 if not any(a.proto == req.proto for a in applied):
                     got = "clear" if not applied else "+".join(
                         a.proto.keyword for a in applied)
+                    flow = Flow(src, dst, datagram.sport, datagram.dport)
                     return self._drop(
                         DropReason.POLICY, spi, seq,
                         f"{flow} arrived {got} but '{req.text}' requires "

@@ -69,7 +69,7 @@ SOCK_DGRAM: Final = _stdlib_socket.SOCK_DGRAM
 IPPROTO_IP: Final = _stdlib_socket.IPPROTO_IP
 IPPROTO_IPV6: Final = _stdlib_socket.IPPROTO_IPV6
 IPPROTO_UDP: Final = _stdlib_socket.IPPROTO_UDP
-MSG_PEEK: Final = _stdlib_socket.MSG_PEEK
+MSG_PEEK: Final = int(_stdlib_socket.MSG_PEEK)
 MSG_DONTWAIT: Final = int(getattr(_stdlib_socket, "MSG_DONTWAIT", 0x40))
 MSG_TRUNC: Final = int(getattr(_stdlib_socket, "MSG_TRUNC", 0x20))
 _TYPE_FLAGS: Final = int(getattr(_stdlib_socket, "SOCK_NONBLOCK", 0)) | int(
@@ -149,6 +149,7 @@ class SecureSocket(_stdlib_socket.socket):
         self._port = 0
         self._pktinfo = False
         self._flows: dict[object, tuple[Flow, _SockAddr]] = {}
+        self._peers: dict[tuple[Any, ...], tuple[Address, int]] = {}
         self._rbuf = bytearray(_MAX_DGRAM)
         self._wake_port = -1
         self._wire_tap: WireTap | None = None
@@ -406,29 +407,40 @@ class SecureSocket(_stdlib_socket.socket):
         if self._net is None:
             raise OSError(errno.EBADF, "Bad file descriptor")
         payload = bytes(data)
-        flow, sa = self._flow_to(address)
         try:
-            outs = self._engine.protect(flow, payload, now=time.time())
+            hit = self._flows.get(address)
+        except TypeError:  # an unhashable address: let _flow_to complain
+            hit = None
+        flow, sa = hit if hit is not None else self._flow_to(address)
+        try:
+            out = self._engine.protect_one(flow, payload, now=time.time())
         except ValueError as exc:  # a datagram too big for UDP, say
             raise OSError(errno.EMSGSIZE, str(exc)) from None
-        nonblocking, deadline = self._deadline(flags)
         tap = self._wire_tap
-        for out in outs:
-            if tap is not None:
-                tap(out)
-            self._emit(out, sa, flags & ~MSG_DONTWAIT, nonblocking, deadline)
+        if tap is not None:
+            tap(out)
+        if out.carrier <= Carrier.UDP:  # CLEAR or UDP: from this socket's own port
+            try:
+                _c_sendto(self, out.data, flags & ~MSG_DONTWAIT, sa)
+            except (BlockingIOError, InterruptedError):
+                self._emit_blocking(out.data, flags, sa)
+        else:
+            self._emit(out)
         return len(payload)
 
-    def _emit(self, out: Outbound, sa: _SockAddr, flags: int, nonblocking: bool,
-              deadline: float | None) -> None:
+    def _emit_blocking(self, data: bytes, flags: int, sa: _SockAddr) -> None:
+        """The send buffer was full: wait for room as a blocking/timed socket does."""
+        nonblocking, deadline = self._deadline(flags)
+        while True:
+            self._wait(select.POLLOUT, nonblocking, deadline)
+            try:
+                _c_sendto(self, data, flags & ~MSG_DONTWAIT, sa)
+                return
+            except (BlockingIOError, InterruptedError):
+                continue
+
+    def _emit(self, out: Outbound) -> None:
         carrier = out.carrier
-        if carrier in (Carrier.CLEAR, Carrier.UDP):
-            while True:
-                try:
-                    super().sendto(out.data, flags, sa)
-                    return
-                except (BlockingIOError, InterruptedError):
-                    self._wait(select.POLLOUT, nonblocking, deadline)
         net = self._net
         assert net is not None
         if carrier == Carrier.NATT:
@@ -456,12 +468,14 @@ class SecureSocket(_stdlib_socket.socket):
             return peeked, self._app_address(peeked, None), []
         if self._net is None:
             raise OSError(errno.EBADF, "Bad file descriptor")
-        nonblocking, deadline = self._deadline(flags)
+        started = False
+        nonblocking = False
+        deadline: float | None = None
         engine = self._engine
         inbox = self._inbox
         buf = self._rbuf
         pktinfo = self._pktinfo
-        version = 4 if self.family == AF_INET else 6
+        peers = self._peers
         while True:
             if inbox:
                 try:
@@ -474,30 +488,47 @@ class SecureSocket(_stdlib_socket.socket):
                 continue
             try:
                 if pktinfo:
-                    n, anc, _mflags, raw = super().recvmsg_into([buf], _ANC_SIZE)
+                    n, anc, _mflags, raw = _c_recvmsg_into(self, [buf], _ANC_SIZE)
+                    packet = bytes(buf[:n])
                 else:
-                    n, raw = super().recvfrom_into(buf)
+                    packet, raw = _c_recvfrom(self, _MAX_DGRAM)
                     anc = []
             except (BlockingIOError, InterruptedError):
                 if inbox:
                     continue
+                if not started:  # the timeout starts with the first wait
+                    started = True
+                    nonblocking, deadline = self._deadline(flags)
                 self._maybe_listen_natt()
                 self._wait(select.POLLIN, nonblocking, deadline)
                 continue
-            if n == 0 and raw[1] == self._wake_port:
+            if not packet and raw[1] == self._wake_port:
                 continue  # a dispatcher's wakeup: the datagram is in the inbox
-            src, sport = peer_address(raw)
+            peer = peers.get(raw)
+            if peer is None:
+                peer = self._learn_peer(raw)
+            src, sport = peer
             dst = self._local
             if dst is None:
                 dst = pktinfo_destination(anc)
                 if dst is None:  # pragma: no cover - the kernel always sends it
-                    dst = _stdlib_unspecified(version)
-            result = engine.receive(
-                bytes(buf[:n]), carrier=Carrier.UDP, src=_bare(src), dst=dst,
-                sport=sport, dport=self._port, now=time.time(),
-            )
+                    dst = _stdlib_unspecified(4 if self.family == AF_INET else 6)
+            result = engine.receive(packet, carrier=Carrier.UDP, src=src, dst=dst,
+                                    sport=sport, dport=self._port, now=time.time())
             if isinstance(result, Delivered) and self._from_peer(result):
+                if result.sport == sport and result.src is src and not flags & MSG_PEEK:
+                    return result, raw, anc  # the kernel's own address tuple
                 return self._peek_keep(result, flags), self._app_address(result, raw), anc
+
+    def _learn_peer(self, raw: tuple[Any, ...]) -> tuple[Address, int]:
+        """The (address, port) of a sender, cached: the same objects every time, which lets
+        the engine's identity-keyed caches hit."""
+        src, sport = peer_address(raw)
+        peer = (_bare(src), sport)
+        if len(self._peers) >= 1024:
+            self._peers.clear()
+        self._peers[raw] = peer
+        return peer
 
     def _peek_keep(self, result: Delivered, flags: int) -> Delivered:
         if flags & MSG_PEEK:
@@ -679,6 +710,11 @@ class SecureSocket(_stdlib_socket.socket):
 
 #: ``secsock.socket(...)``: the class itself, named like ``socket.socket``.
 socket = SecureSocket
+
+# The C methods of the underlying socket, called directly on the hot path.
+_c_sendto = _stdlib_socket.SocketType.sendto
+_c_recvfrom = _stdlib_socket.SocketType.recvfrom
+_c_recvmsg_into = _stdlib_socket.SocketType.recvmsg_into
 
 
 def _bare(addr: Address) -> Address:

@@ -10,7 +10,7 @@ difference of two snapshots, which is how tests and the CLI look at one exchange
 
 from __future__ import annotations
 
-import threading
+import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
@@ -133,13 +133,16 @@ _DROP_INDICES: dict[DropReason, tuple[int, int]] = {
 
 
 class Counters:
-    """Mutable, thread-safe counters; increments also go to ``parent`` (the process-wide set)."""
+    """Mutable, thread-safe counters; increments also go to ``parent`` (the process-wide set).
 
-    __slots__ = ("_lock", "_parent", "_values")
+    Each counter is an ``itertools.count``, whose ``next()`` is atomic in CPython, so the
+    per-packet increment takes no lock; :meth:`snapshot` reads them all.
+    """
+
+    __slots__ = ("_counts", "_parent")
 
     def __init__(self, parent: Counters | None = None) -> None:
-        self._values = [0] * (len(COUNTER_NAMES) + len(_REASONS))
-        self._lock = threading.Lock()
+        self._counts = [itertools.count() for _ in range(len(COUNTER_NAMES) + len(_REASONS))]
         self._parent = parent
 
     @staticmethod
@@ -151,28 +154,39 @@ class Counters:
             raise KeyError(f"unknown counter {name!r}; known: {', '.join(COUNTER_NAMES)}") from None
 
     def add(self, slot: int, n: int = 1) -> None:
-        """Add ``n`` to the counter in ``slot`` (see :meth:`index`)."""
-        with self._lock:
-            self._values[slot] += n
+        """Add ``n`` (>= 0) to the counter in ``slot`` (see :meth:`index`)."""
+        if n == 1:  # the per-packet case: two C calls
+            next(self._counts[slot])
+            if self._parent is not None:
+                self._parent.add(slot)
+            return
+        counter = self._counts[slot]
+        for _ in range(n):
+            next(counter)
         if self._parent is not None:
             self._parent.add(slot, n)
 
     def drop(self, reason: DropReason) -> None:
         """Count one inbound drop: its ipsecstat counter and its per-reason count."""
         counter, per_reason = _DROP_INDICES[reason]
-        with self._lock:
-            self._values[counter] += 1
-            self._values[per_reason] += 1
+        next(self._counts[counter])
+        next(self._counts[per_reason])
         if self._parent is not None:
             self._parent.drop(reason)
 
     def snapshot(self) -> IPsecStats:
-        with self._lock:
-            values = list(self._values)
+        values = [_value(c) for c in self._counts]
         n = len(COUNTER_NAMES)
         counters = dict(zip(COUNTER_NAMES, values[:n], strict=True))
         drops = dict(zip(_REASONS, values[n:], strict=True))
         return IPsecStats(**counters, drops=drops)
+
+
+def _value(counter: itertools.count[int]) -> int:
+    """The next value of an itertools.count (= how often next() was called), without
+    advancing it."""
+    state = counter.__reduce__()[1]
+    return int(state[0])
 
 
 _PROCESS = Counters()
