@@ -30,6 +30,7 @@ import struct
 from dataclasses import dataclass, field, replace
 from typing import Final, NamedTuple, Protocol
 
+from secsock.core._shown import shown
 from secsock.core.algorithms import (
     AuthAlgorithm,
     AuthKind,
@@ -178,7 +179,7 @@ class AhContext:
         ValueError for an ``align`` other than None, 4 or 8.
         """
         if align not in (None, 4, 8):
-            raise ValueError(f"AH alignment must be None, 4 or 8, found {align!r}")
+            raise ValueError(f"AH alignment must be None, 4 or 8, found {shown(align)}")
         mac = _new_mac(auth, bytes(auth_key))
         icv = mac.field_len
         ah_len_ipv4 = _roundup(AH_HEADER_LEN + icv, align or 4)

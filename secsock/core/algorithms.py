@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hmac as _chmac
 from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from secsock.core._shown import shown
 from secsock.errors import AlgorithmError
 
 __all__ = (
@@ -342,7 +343,7 @@ def encryption_algorithm(name: str) -> EncryptionAlgorithm:
     except (KeyError, TypeError):
         known = ", ".join(sorted(_ENC_BY_NAME))
         raise AlgorithmError(
-            f"unknown encryption algorithm {name!r}; expected one of: {known}"
+            f"unknown encryption algorithm {shown(name)}; expected one of: {known}"
         ) from None
 
 
@@ -353,7 +354,7 @@ def auth_algorithm(name: str) -> AuthAlgorithm:
     except (KeyError, TypeError):
         known = ", ".join(sorted(_AUTH_BY_NAME))
         raise AlgorithmError(
-            f"unknown authentication algorithm {name!r}; expected one of: {known}"
+            f"unknown authentication algorithm {shown(name)}; expected one of: {known}"
         ) from None
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from secsock.core._shown import shown
+
 __all__ = ("ExpireReason", "Lifetime", "limit_reached")
 
 _U64 = (1 << 64) - 1
@@ -37,7 +39,7 @@ class Lifetime:
             if type(value) is not int or not 0 <= value <= _U64:
                 raise ValueError(
                     f"lifetime {name} must be an integer in 0..2^64-1 (0 = no limit), "
-                    f"found {value!r}"
+                    f"found {shown(value)}"
                 )
 
     @property

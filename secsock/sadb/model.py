@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Final
+from typing import Final, TypeVar, cast
 
+from secsock.core._shown import shown
 from secsock.core.algorithms import (
     AuthAlgorithm,
     AuthKind,
@@ -121,11 +122,11 @@ def as_ipproto(proto: int | str) -> int:
     if isinstance(proto, int):
         if proto in (50, 51):
             return int(proto)
-        raise ValueError(f"expected IPsec protocol 50 (esp) or 51 (ah), found {proto!r}")
-    try:
-        return _PROTO_BY_NAME[str(proto).lower()]
-    except KeyError:
-        raise ValueError(f"expected protocol esp or ah, found {proto!r}") from None
+        raise ValueError(f"expected IPsec protocol 50 (esp) or 51 (ah), found {shown(proto)}")
+    name = proto.lower() if isinstance(proto, str) else None
+    if name not in _PROTO_BY_NAME:
+        raise ValueError(f"expected protocol esp or ah, found {shown(proto)}")
+    return _PROTO_BY_NAME[name]
 
 
 def as_mode(mode: int | str) -> int:
@@ -133,11 +134,13 @@ def as_mode(mode: int | str) -> int:
     if isinstance(mode, int):
         if 0 <= mode <= 2:
             return int(mode)
-        raise ValueError(f"expected mode 0 (any), 1 (transport) or 2 (tunnel), found {mode!r}")
-    try:
-        return _MODE_BY_NAME[str(mode).lower()]
-    except KeyError:
-        raise ValueError(f"expected mode any, transport or tunnel, found {mode!r}") from None
+        raise ValueError(
+            f"expected mode 0 (any), 1 (transport) or 2 (tunnel), found {shown(mode)}"
+        )
+    name = mode.lower() if isinstance(mode, str) else None
+    if name not in _MODE_BY_NAME:
+        raise ValueError(f"expected mode any, transport or tunnel, found {shown(mode)}")
+    return _MODE_BY_NAME[name]
 
 
 def as_address(addr: IPAddress | str) -> IPAddress:
@@ -147,21 +150,34 @@ def as_address(addr: IPAddress | str) -> IPAddress:
     try:
         return ip_address(addr)
     except ValueError:
-        raise ValueError(f"expected a numeric IPv4 or IPv6 address, found {addr!r}") from None
+        raise ValueError(f"expected a numeric IPv4 or IPv6 address, found {shown(addr)}") from None
 
 
 def _check_spi(spi: object) -> int:
     if type(spi) is not int or not 256 <= spi <= _U32:
         raise ValueError(
-            f"SPI must be an integer in 256..0xffffffff (0..255 are reserved), found {spi!r}"
+            f"SPI must be an integer in 256..0xffffffff (0..255 are reserved), found {shown(spi)}"
         )
     return spi
 
 
 def _check_u32(name: str, value: object) -> int:
     if type(value) is not int or not 0 <= value <= _U32:
-        raise ValueError(f"{name} must be an integer in 0..0xffffffff, found {value!r}")
+        raise ValueError(f"{name} must be an integer in 0..0xffffffff, found {shown(value)}")
     return value
+
+
+_E = TypeVar("_E", bound=IntEnum)
+
+
+def _enum(kind: type[_E], name: str, value: object) -> _E:
+    try:
+        return kind(cast(int, value))
+    except ValueError:
+        allowed = ", ".join(f"{m.name} ({m.value})" for m in kind)
+        raise ValueError(
+            f"invalid SA field: {name} must be one of {allowed}, found {shown(value)}"
+        ) from None
 
 
 def _check_addresses(src: object, dst: object) -> None:
@@ -214,8 +230,8 @@ class LarvalSA:
 
     def __post_init__(self) -> None:
         _check_spi(self.spi)
-        object.__setattr__(self, "proto", SAProtocol(self.proto))
-        object.__setattr__(self, "mode", SAMode(self.mode))
+        object.__setattr__(self, "proto", _enum(SAProtocol, "proto", self.proto))
+        object.__setattr__(self, "mode", _enum(SAMode, "mode", self.mode))
         _check_u32("reqid", self.reqid)
         _check_addresses(self.src, self.dst)
 
@@ -273,12 +289,9 @@ class SecurityAssociation:
 
     def __post_init__(self) -> None:
         _check_spi(self.spi)
-        try:
-            proto = SAProtocol(self.proto)
-            mode = SAMode(self.mode)
-            padding = Padding(self.padding)
-        except ValueError as exc:
-            raise ValueError(f"invalid SA field: {exc}") from None
+        proto = _enum(SAProtocol, "proto", self.proto)
+        mode = _enum(SAMode, "mode", self.mode)
+        padding = _enum(Padding, "padding", self.padding)
         object.__setattr__(self, "proto", proto)
         object.__setattr__(self, "mode", mode)
         object.__setattr__(self, "padding", padding)
@@ -292,17 +305,17 @@ class SecurityAssociation:
         if type(self.replay) is not int or not 0 <= self.replay <= MAX_REPLAY:
             raise ValueError(
                 f"replay must be 0..{MAX_REPLAY} bytes of window (8 packets per byte; 0 = off), "
-                f"found {self.replay!r}"
+                f"found {shown(self.replay)}"
             )
         if type(self.esn) is not bool:
-            raise ValueError(f"esn must be True or False, found {self.esn!r}")
+            raise ValueError(f"esn must be True or False, found {shown(self.esn)}")
         if self.esn and self.replay == 0:
             raise ValueError("ESN needs a replay window (replay > 0), as on Linux; found replay 0")
         seq_max = _U64 if self.esn else _U32
         if type(self.seq_start) is not int or not 0 <= self.seq_start <= seq_max:
             bits = 64 if self.esn else 32
             raise ValueError(
-                f"seq_start must be an integer in 0..2^{bits}-1, found {self.seq_start!r}"
+                f"seq_start must be an integer in 0..2^{bits}-1, found {shown(self.seq_start)}"
             )
         if not isinstance(self.soft, Lifetime) or not isinstance(self.hard, Lifetime):
             raise TypeError("soft and hard must be Lifetime values")
@@ -320,7 +333,7 @@ class SecurityAssociation:
             raise ValueError("ESP-in-UDP needs both NAT-T ports, found only one")
         for p in ports:
             if type(p) is not int or not 1 <= p <= 0xFFFF:
-                raise ValueError(f"NAT-T ports must be integers in 1..65535, found {p!r}")
+                raise ValueError(f"NAT-T ports must be integers in 1..65535, found {shown(p)}")
         if self.proto is not SAProtocol.ESP:
             raise ValueError("NAT-T ports are for ESP SAs only (esp-udp), found them on AH")
 
@@ -356,7 +369,7 @@ class SecurityAssociation:
         check_key(auth, self.auth_key)
         object.__setattr__(self, "auth", auth.name)
         if self.ah_align not in (None, 4, 8):
-            raise ValueError(f"AH alignment must be None, 4 or 8, found {self.ah_align!r}")
+            raise ValueError(f"AH alignment must be None, 4 or 8, found {shown(self.ah_align)}")
         if self.ah_align == 4 and self.dst.version == 6:
             raise ValueError("IPv6 AH is always 64-bit aligned (RFC 4302); found align4")
         if self.padding is not Padding.SEQ:

@@ -35,6 +35,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Final, Protocol, cast, final, runtime_checkable
 
+from secsock.core._shown import shown
 from secsock.core.ah import AhContext
 from secsock.core.algorithms import auth_algorithm, encryption_algorithm
 from secsock.core.esp import EspContext
@@ -422,7 +423,7 @@ def _eq_keys(a: bytes, b: bytes) -> bool:
 
 def _norm_key(dst: IPAddress | str, proto: int | str, spi: int) -> _Key:
     if type(spi) is not int:
-        raise ValueError(f"SPI must be an integer, found {spi!r}")
+        raise ValueError(f"SPI must be an integer, found {shown(spi)}")
     return (as_address(dst), as_ipproto(proto), spi)
 
 
@@ -564,10 +565,10 @@ class SATransaction:
         ):
             raise ValueError(
                 f"SPI range must satisfy 256 <= min <= max <= 0xffffffff, found "
-                f"{spi_min!r}..{spi_max!r}"
+                f"{shown(spi_min)}..{shown(spi_max)}"
             )
         if hint is not None and (type(hint) is not int or not spi_min <= hint <= spi_max):
-            raise ValueError(f"SPI hint must lie in {spi_min}..{spi_max}, found {hint!r}")
+            raise ValueError(f"SPI hint must lie in {spi_min}..{spi_max}, found {shown(hint)}")
         if spi_min == spi_max and hint is None:
             hint = spi_min
         by_key = self._t.by_key
@@ -890,7 +891,7 @@ class MemoryStore:
         if the SA is no longer usable.
         """
         if type(count) is not int or count < 1:
-            raise ValueError(f"count must be a positive integer, found {count!r}")
+            raise ValueError(f"count must be a positive integer, found {shown(count)}")
         rt = entry._rt
         with rt.lock:
             st = rt.state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -164,3 +165,61 @@ def test_sa_equality_includes_keys() -> None:
     assert esp_sa() == esp_sa()
     assert esp_sa() != esp_sa(enc_key=bytes(20))
     assert esp_sa().enc_key == GCM_KEY
+
+
+# A key passed where another value belongs must not be echoed by the error.
+KEY = bytes.fromhex("c0ffee11c0ffee22c0ffee33c0ffee44c0ffee55")
+KEY_TEXTS = ("c0ffee", "\\xc0\\xff\\xee", str(int.from_bytes(KEY, "big"))[:12])
+
+
+def _assert_hidden(exc: BaseException) -> None:
+    text = f"{exc} {exc!r} {exc.args!r}"
+    for fragment in KEY_TEXTS:
+        assert fragment not in text, text
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["spi", "proto", "mode", "reqid", "replay", "esn", "seq_start", "natt_sport", "padding",
+     "enc", "auth"],
+)
+@pytest.mark.parametrize(
+    "wrong",
+    [KEY, KEY.hex(), "0x" + KEY.hex(), int.from_bytes(KEY, "big")],
+    ids=["bytes", "hex", "0x-hex", "int"],
+)
+def test_a_misplaced_key_is_not_echoed(field: str, wrong: object) -> None:
+    extra: dict[str, Any] = {field: wrong}
+    if field == "natt_sport":
+        extra["natt_dport"] = 4500
+    if field == "auth":
+        extra.update(enc="aes-cbc", enc_key=CBC_KEY)
+    with pytest.raises((ValueError, TypeError)) as info:
+        esp_sa(**extra)
+    _assert_hidden(info.value)
+
+
+@pytest.mark.parametrize("wrong", [KEY, "0x" + KEY.hex()], ids=["bytes", "0x-hex"])
+def test_a_misplaced_key_is_not_echoed_by_lookups_and_contexts(wrong: Any) -> None:
+    from secsock.core.ah import AhContext
+    from secsock.core.algorithms import auth_algorithm, encryption_algorithm
+    from secsock.sadb.store import MemoryStore
+
+    store = MemoryStore()
+    calls: list[Callable[[], object]] = [
+        lambda: encryption_algorithm(wrong),
+        lambda: auth_algorithm(wrong),
+        lambda: ah_sa(ah_align=wrong),
+        lambda: AhContext.create(auth=auth_algorithm("hmac-sha1"), auth_key=SHA1_KEY, align=wrong),
+        lambda: LarvalSA(spi=0x1000, proto=wrong, src=addr("10.0.0.1"), dst=addr("10.0.0.2")),
+        lambda: Lifetime(bytes=wrong),
+        lambda: as_ipproto(wrong),
+        lambda: as_mode(wrong),
+        lambda: store.get("10.0.0.2", "esp", wrong),
+        lambda: store.get(wrong, "esp", 0x1000),
+        lambda: store.getspi("10.0.0.1", "10.0.0.2", "esp", now=0.0, hint=wrong),
+    ]
+    for call in calls:
+        with pytest.raises((ValueError, TypeError)) as info:
+            call()
+        _assert_hidden(info.value)
