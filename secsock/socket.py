@@ -689,8 +689,7 @@ class SecureSocket(_stdlib_socket.socket):
 
     def detach(self) -> int:
         self._release()
-        if self._timeout != 0.0:
-            super().setblocking(True)
+        super().settimeout(self._timeout)  # hand the descriptor back in the mode it had
         return super().detach()
 
     def dup(self) -> SecureSocket:
