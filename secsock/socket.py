@@ -20,6 +20,7 @@ import os
 import select
 import socket as _stdlib_socket
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -142,6 +143,8 @@ class SecureSocket(_stdlib_socket.socket):
         self._timeout: float | None = super().gettimeout()
         super().setblocking(False)
         self._net: NetContext | None = NetContext.acquire()
+        # A socket dropped without close() still gives its reference back (at collection).
+        self._finalizer = weakref.finalize(self, NetContext.release, self._net)
         self._inbox: deque[Decapsulated] = deque()
         self._peeked: Delivered | None = None
         self._peer: tuple[Address, int, _SockAddr] | None = None
@@ -680,6 +683,7 @@ class SecureSocket(_stdlib_socket.socket):
         net = self._net
         if net is not None:
             self._net = None
+            self._finalizer.detach()
             net.unregister(self)
             net.release()
 
