@@ -221,7 +221,7 @@ class SPDTransaction:
         self.changed = 0
 
     def _new_entry(
-        self, selector: SPDSelector, policy: Policy, priority: int | None, now: float
+        self, selector: SPDSelector, policy: Policy, priority: int, now: float
     ) -> SPDEntry:
         t = self._t
         spid = t.next_spid
@@ -229,8 +229,8 @@ class SPDTransaction:
         order = t.next_order
         t.next_order += 1
         return SPDEntry(
-            spid=spid, selector=selector, policy=policy, priority=_priority(policy, priority),
-            created=float(now), order=order,
+            spid=spid, selector=selector, policy=policy, priority=priority, created=float(now),
+            order=order,
         )
 
     def add(
@@ -239,12 +239,13 @@ class SPDTransaction:
     ) -> SPDEntry:
         """SADB_X_SPDADD: EEXIST if the selector already has a policy for that direction."""
         policy = _check_policy(policy)
+        prio = _priority(policy, priority)
         if self._t.find(selector, policy.direction) is not None:
             raise SADBError(
                 errno.EEXIST,
                 f"a {policy.direction.keyword} policy for {_sel_text(selector)} already exists",
             )
-        entry = self._new_entry(selector, policy, priority, now)
+        entry = self._new_entry(selector, policy, prio, now)
         self._t.insert(entry)
         self.changed += 1
         return entry
@@ -257,10 +258,11 @@ class SPDTransaction:
         The replacement gets a new spid and goes behind entries of equal priority, as KAME's
         delete-and-add does."""
         policy = _check_policy(policy)
+        prio = _priority(policy, priority)  # before anything changes
         old = self._t.find(selector, policy.direction)
         if old is not None:
             self._t.remove(old)
-        entry = self._new_entry(selector, policy, priority, now)
+        entry = self._new_entry(selector, policy, prio, now)
         self._t.insert(entry)
         self.changed += 1
         return entry

@@ -138,3 +138,17 @@ def test_transaction_all_or_nothing() -> None:
     assert spd.generation == g + 1
     assert len(spd) == 1
     assert spd.lookup(OUT, "10.0.0.1", "10.0.0.2", 17, 5, 2) is None
+
+
+@pytest.mark.parametrize("bad", [-1, 2**32, "high"])
+def test_a_rejected_priority_changes_nothing(bad: object) -> None:
+    spd = SPD()
+    kept = spd.add(sel(), parse_policy("out ipsec esp/transport//require"))
+    generation = spd.generation
+    for write in (spd.update, spd.add):
+        with pytest.raises(ValueError, match="priority"):
+            write(sel(), parse_policy("out none"), priority=bad)  # type: ignore[arg-type]
+        assert spd.dump() == [kept]
+        assert spd.lookup(OUT, addr("10.0.0.1"), addr("10.0.0.2")) is kept
+        assert spd.generation == generation
+    assert spd.add(sel("10.0.0.9/32"), parse_policy("out none")).spid == kept.spid + 1
