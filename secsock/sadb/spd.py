@@ -325,58 +325,42 @@ class SPD:
     def __len__(self) -> int:
         return sum(len(v) for v in self._tables.by_dir.values())
 
-    def _write(self) -> SPDTransaction:
-        return SPDTransaction(self._tables)
-
-    def _bump(self, txn: SPDTransaction) -> None:
-        if txn.changed:
-            self._generation += 1
+    @contextmanager
+    def _writing(self) -> Iterator[SPDTransaction]:
+        """One write on the live table, under the lock; generation moves if it changed it."""
+        with self._lock:
+            txn = SPDTransaction(self._tables)
+            try:
+                yield txn
+            finally:
+                if txn.changed:
+                    self._generation += 1
 
     def add(
         self, selector: SPDSelector, policy: Policy, *, priority: int | None = None,
         now: float = 0.0,
     ) -> SPDEntry:
-        with self._lock:
-            txn = self._write()
-            try:
-                return txn.add(selector, policy, priority=priority, now=now)
-            finally:
-                self._bump(txn)
+        with self._writing() as txn:
+            return txn.add(selector, policy, priority=priority, now=now)
 
     def update(
         self, selector: SPDSelector, policy: Policy, *, priority: int | None = None,
         now: float = 0.0,
     ) -> SPDEntry:
-        with self._lock:
-            txn = self._write()
-            try:
-                return txn.update(selector, policy, priority=priority, now=now)
-            finally:
-                self._bump(txn)
+        with self._writing() as txn:
+            return txn.update(selector, policy, priority=priority, now=now)
 
     def delete(self, selector: SPDSelector, direction: Direction) -> SPDEntry:
-        with self._lock:
-            txn = self._write()
-            try:
-                return txn.delete(selector, direction)
-            finally:
-                self._bump(txn)
+        with self._writing() as txn:
+            return txn.delete(selector, direction)
 
     def delete_spid(self, spid: int) -> SPDEntry:
-        with self._lock:
-            txn = self._write()
-            try:
-                return txn.delete_spid(spid)
-            finally:
-                self._bump(txn)
+        with self._writing() as txn:
+            return txn.delete_spid(spid)
 
     def flush(self) -> int:
-        with self._lock:
-            txn = self._write()
-            try:
-                return txn.flush()
-            finally:
-                self._bump(txn)
+        with self._writing() as txn:
+            return txn.flush()
 
     def get(self, selector: SPDSelector, direction: Direction) -> SPDEntry | None:
         return self._tables.find(selector, Direction(direction))
@@ -396,7 +380,8 @@ class SPD:
                 txn = SPDTransaction(self._tables.clone())
                 yield txn
                 self._tables = txn._t
-                self._bump(txn)
+                if txn.changed:
+                    self._generation += 1
             finally:
                 self._in_txn = False
 
