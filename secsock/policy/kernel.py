@@ -28,7 +28,7 @@ from secsock.policy.model import (
     Protocol,
     Request,
 )
-from secsock.policy.wire import POLICY_HEADER, layout_spec, read_sockaddr
+from secsock.policy.wire import POLICY_HEADER, _request, layout_spec, read_sockaddr
 
 __all__ = ("check_policy_buffer", "check_socket_policy", "check_spd_policy")
 
@@ -101,16 +101,7 @@ def _msg2sp(buf: bytes, layout: Layout) -> Policy:
             if src is None or dst is None:
                 raise _einval(f"{where}: the address bytes must start with two AF_INET/"
                               f"AF_INET6 sockaddrs of the {spec.name} layout")
-        if src is None or dst is None:
-            requests.append(
-                Request(proto=Protocol(proto), mode=Mode(mode), level=Level(level), reqid=reqid)
-            )
-        else:
-            requests.append(Request(
-                proto=Protocol(proto), mode=Mode(mode), level=Level(level), reqid=reqid,
-                src=src.address, dst=dst.address, src_port=src.port, dst_port=dst.port,
-                src_scope_id=src.scope_id, dst_scope_id=dst.scope_id,
-            ))
+        requests.append(_request(proto, mode, level, reqid, src, dst))
         off = end
     return Policy(direction=direction, action=action, requests=tuple(requests), priority=priority)
 
