@@ -316,6 +316,26 @@ def _hexspi(spi: int | None) -> str:
 # --- the engine -----------------------------------------------------------------------------
 
 
+# Enum members as module globals: an attribute lookup on an Enum class costs more than the
+# comparison itself on the per-packet path.
+_CLEAR: Final = Carrier.CLEAR
+_UDP: Final = Carrier.UDP
+_NATT: Final = Carrier.NATT
+_IP: Final = Carrier.IP
+_V_CLEAR: Final = _Verdict.CLEAR
+_V_DISCARD: Final = _Verdict.DISCARD
+_V_PROTECT: Final = _Verdict.PROTECT
+_OUT: Final = Direction.OUTBOUND
+_IN: Final = Direction.INBOUND
+_PAD_SEQ: Final = Padding.SEQ
+_T_UDP: Final = Transport.UDP
+_T_RAW: Final = Transport.RAW
+_P_ESP: Final = Protocol.ESP
+_P_AH: Final = Protocol.AH
+_P_IPCOMP: Final = Protocol.IPCOMP
+_M_TRANSPORT: Final = Mode.TRANSPORT
+
+
 class IPsecEngine:
     """Policies, SADB/SPD, codecs and counters for one secure socket or endpoint.
 
@@ -328,7 +348,7 @@ class IPsecEngine:
     def __init__(
         self,
         *,
-        transport: Transport | str = Transport.UDP,
+        transport: Transport | str = _T_UDP,
         sadb: EngineStore | None = None,
         spd: SPD | None = None,
         rng: Callable[[int], bytes] = os.urandom,
@@ -345,8 +365,8 @@ class IPsecEngine:
         self._rng = rng
         self._counters = counters if counters is not None else Counters(process_counters())
         self._lock = threading.Lock()
-        self._in_policy = _entrust(Direction.INBOUND)
-        self._out_policy = _entrust(Direction.OUTBOUND)
+        self._in_policy = _entrust(_IN)
+        self._out_policy = _entrust(_OUT)
         self._policy_version = 0
         self._out_cache: dict[object, tuple[tuple[int, int, int], _Decision]] = {}
         self._in_cache: dict[object, tuple[tuple[int, int, int], _Decision]] = {}
@@ -386,11 +406,11 @@ class IPsecEngine:
 
     def get_policy(self, direction: Direction) -> Policy:
         """The socket policy for ``direction`` (INBOUND or OUTBOUND)."""
-        if direction == Direction.INBOUND:
+        if direction == _IN:
             return self._in_policy
-        if direction == Direction.OUTBOUND:
+        if direction == _OUT:
             return self._out_policy
-        raise ValueError(f"expected Direction.INBOUND or Direction.OUTBOUND, found {direction!r}")
+        raise ValueError(f"expected _IN or _OUT, found {direction!r}")
 
     def set_policy(self, policy: Policy) -> Policy:
         """Install ``policy`` as the socket policy for its direction and return what was stored.
@@ -399,7 +419,7 @@ class IPsecEngine:
         or out, action ipsec, entrust or bypass. ``unique`` requests without a reqid get one
         from the SADB (``allocate_reqid``, KAME's key_newreqid), as key_msg2sp does.
         """
-        if policy.direction not in (Direction.INBOUND, Direction.OUTBOUND):
+        if policy.direction not in (_IN, _OUT):
             raise ValueError(f"a socket policy is 'in' or 'out', found {policy.direction.keyword}")
         if policy.action not in (Action.IPSEC, Action.ENTRUST, Action.BYPASS):
             raise ValueError(
@@ -419,7 +439,7 @@ class IPsecEngine:
             )
             policy = policy.with_requests(requests)
         with self._lock:
-            if policy.direction == Direction.INBOUND:
+            if policy.direction == _IN:
                 self._in_policy = policy
                 self._in_cache = {}
             else:
@@ -430,8 +450,8 @@ class IPsecEngine:
 
     def reset_policies(self) -> None:
         """Both directions back to ``entrust`` (Linux's ``setsockopt(..., NULL, 0)``)."""
-        self.set_policy(_entrust(Direction.INBOUND))
-        self.set_policy(_entrust(Direction.OUTBOUND))
+        self.set_policy(_entrust(_IN))
+        self.set_policy(_entrust(_OUT))
 
     def statistics(self) -> IPsecStats:
         """A frozen snapshot of this engine's counters."""
@@ -440,7 +460,7 @@ class IPsecEngine:
     # --- the decision (§4.2, KAME privileged socket) -----------------------------------------
     def _decide(self, direction: Direction, flow: Flow) -> _Decision:
         gen = (sysctl.generation(), self._spd.generation, self._policy_version)
-        cache = self._out_cache if direction == Direction.OUTBOUND else self._in_cache
+        cache = self._out_cache if direction == _OUT else self._in_cache
         key = flow.key
         hit = cache.get(key)
         if hit is not None and hit[0] == gen:
@@ -458,7 +478,7 @@ class IPsecEngine:
         hit = self._in_cache.get((src_p, dst_p, sport, dport))
         if hit is not None and hit[0] == gen:
             return hit[1]
-        return self._decide(Direction.INBOUND, Flow(src, dst, sport, dport))
+        return self._decide(_IN, Flow(src, dst, sport, dport))
 
     def _packed_of(self, addr: Address) -> bytes:
         """``addr.packed``, cached by object identity (the socket reuses its address objects)."""
@@ -472,7 +492,7 @@ class IPsecEngine:
         return packed
 
     def _compute_decision(self, direction: Direction, flow: Flow) -> _Decision:
-        sp = self._out_policy if direction == Direction.OUTBOUND else self._in_policy
+        sp = self._out_policy if direction == _OUT else self._in_policy
         source = "socket policy"
         if sp.action == Action.ENTRUST:
             # The packet's own selectors: outbound src is local, inbound src is the peer.
@@ -488,7 +508,7 @@ class IPsecEngine:
                 sp = Policy(direction=direction, action=action)
                 source = name
         if sp.action in (Action.NONE, Action.BYPASS):
-            return _Decision(_Verdict.CLEAR, (), sp, source)
+            return _Decision(_V_CLEAR, (), sp, source)
         if sp.action == Action.IPSEC:
             version = flow.src.version
             reqs = tuple(
@@ -505,13 +525,13 @@ class IPsecEngine:
             )
             single = (
                 reqs[0]
-                if len(reqs) == 1 and reqs[0].proto == Protocol.ESP
-                and reqs[0].mode == Mode.TRANSPORT and reqs[0].src is None
+                if len(reqs) == 1 and reqs[0].proto == _P_ESP
+                and reqs[0].mode == _M_TRANSPORT and reqs[0].src is None
                 else None
             )
-            return _Decision(_Verdict.PROTECT, reqs, sp, source, single)
+            return _Decision(_V_PROTECT, reqs, sp, source, single)
         # DISCARD (or an entrust that reached here, which cannot happen for the SPD)
-        return _Decision(_Verdict.DISCARD, (), sp, source)
+        return _Decision(_V_DISCARD, (), sp, source)
 
     # --- outbound -----------------------------------------------------------------------------
     def protect(self, flow: Flow, payload: bytes, *, now: float) -> list[Outbound]:
@@ -530,12 +550,12 @@ class IPsecEngine:
         """:meth:`protect` for callers that send one datagram (the sockets): no list."""
         sadb = self._sadb
         sadb.tick(now)
-        decision = self._decide(Direction.OUTBOUND, flow)
+        decision = self._decide(_OUT, flow)
         req = decision.single_esp
         if req is not None:
             # The common case, one ESP transport request with an SA: the same steps as the
             # general path below, without its per-request bookkeeping.
-            entry = sadb.lookup_outbound(flow.src, flow.dst, IPPROTO_ESP, Mode.TRANSPORT,
+            entry = sadb.lookup_outbound(flow.src, flow.dst, IPPROTO_ESP, _M_TRANSPORT,
                                          req.reqid)
             if entry is not None:
                 sa = entry.sa
@@ -555,20 +575,20 @@ class IPsecEngine:
                 sadb.account(entry, len(data), now)
                 self._counters.add(self._c_out_success)
                 if sa.natt:
-                    return Outbound(Carrier.NATT, data, flow.src, flow.dst,
+                    return Outbound(_NATT, data, flow.src, flow.dst,
                                     sa.natt_sport or 0, sa.natt_dport or 0, IPPROTO_UDP,
                                     False, sa.spi, seq)
-                if self._transport is Transport.UDP:
-                    return Outbound(Carrier.UDP, data, flow.src, flow.dst, flow.sport,
+                if self._transport is _T_UDP:
+                    return Outbound(_UDP, data, flow.src, flow.dst, flow.sport,
                                     flow.dport, IPPROTO_UDP, False, sa.spi, seq)
-                return Outbound(Carrier.IP, data, flow.src, flow.dst, 0, 0, IPPROTO_ESP,
+                return Outbound(_IP, data, flow.src, flow.dst, 0, 0, IPPROTO_ESP,
                                 False, sa.spi, seq)
         verdict = decision.verdict
-        if verdict == _Verdict.CLEAR:
+        if verdict == _V_CLEAR:
             self._counters.add(self._c_out_clear)
-            return Outbound(Carrier.CLEAR, payload, flow.src, flow.dst, flow.sport, flow.dport,
+            return Outbound(_CLEAR, payload, flow.src, flow.dst, flow.sport, flow.dport,
                             IPPROTO_UDP)
-        if verdict == _Verdict.DISCARD:
+        if verdict == _V_DISCARD:
             self._counters.add(self._c_out_polvio)
             raise PermissionError(
                 errno.EACCES,
@@ -594,13 +614,13 @@ class IPsecEngine:
         # 1. Resolve every SA first, so an error sends nothing and burns no sequence number.
         chosen: list[tuple[_Req, SAEntry]] = []
         for req in decision.requests:
-            if req.mode != Mode.TRANSPORT:
+            if req.mode != _M_TRANSPORT:
                 raise self._out_error(self._c_out_inval, OSError(
                     errno.EOPNOTSUPP,
                     f"request '{req.text}' asks for {req.mode.keyword} mode; secsock sockets "
                     f"do transport mode only; nothing was sent",
                 ))
-            if req.proto == Protocol.IPCOMP:
+            if req.proto == _P_IPCOMP:
                 if req.require:
                     raise self._out_error(self._c_out_inval, OSError(
                         errno.EPROTONOSUPPORT,
@@ -625,11 +645,11 @@ class IPsecEngine:
             chosen.append((req, entry))
         if not chosen:
             self._counters.add(self._c_out_clear)
-            return Outbound(Carrier.CLEAR, payload, flow.src, flow.dst, flow.sport, flow.dport,
+            return Outbound(_CLEAR, payload, flow.src, flow.dst, flow.sport, flow.dport,
                             IPPROTO_UDP)
         for i, (req, entry) in enumerate(chosen):
-            if req.proto == Protocol.AH:
-                if self._transport == Transport.UDP:
+            if req.proto == _P_AH:
+                if self._transport == _T_UDP:
                     raise self._out_error(self._c_out_inval, OSError(
                         errno.EPROTONOSUPPORT,
                         f"request '{req.text}': AH cannot travel over the udp transport "
@@ -653,7 +673,7 @@ class IPsecEngine:
         # 2. Apply the transforms, innermost first.
         data = build_udp(flow.src_p, flow.dst_p, flow.sport, flow.dport, payload)
         nh = IPPROTO_UDP
-        carrier = Carrier.IP
+        carrier = _IP
         osport = odport = 0
         protocol = IPPROTO_ESP
         header_included = False
@@ -670,20 +690,20 @@ class IPsecEngine:
             except NoSAError:  # the SA died between selection and use
                 self._counters.add(self._c_out_nosa)
                 raise
-            if req.proto == Protocol.ESP:
+            if req.proto == _P_ESP:
                 data = self._seal_esp(entry, sa, seq, data, nh, version)
                 nh = IPPROTO_ESP
                 if _is_natt(sa):
-                    carrier = Carrier.NATT
+                    carrier = _NATT
                     osport, odport = sa.natt_sport or 0, sa.natt_dport or 0
-                elif self._transport == Transport.UDP:
-                    carrier = Carrier.UDP
+                elif self._transport == _T_UDP:
+                    carrier = _UDP
                     osport, odport = flow.sport, flow.dport
-                protocol = IPPROTO_ESP if carrier == Carrier.IP else IPPROTO_UDP
+                protocol = IPPROTO_ESP if carrier == _IP else IPPROTO_UDP
             else:
                 data, header_included = self._seal_ah(entry, sa, seq, data, nh, flow)
                 nh = IPPROTO_AH
-                carrier = Carrier.IP
+                carrier = _IP
                 protocol = IPPROTO_AH
             sadb.account(entry, len(data), now)
         self._counters.add(self._c_out_success)
@@ -806,10 +826,10 @@ class IPsecEngine:
         if type(packet) is not bytes:
             packet = bytes(packet)
         self._sadb.tick(now)
-        if carrier == Carrier.CLEAR:
+        if carrier == _CLEAR:
             return Decapsulated(packet, src, dst, sport, dport, ())
         applied: list[Applied] = []
-        if carrier == Carrier.UDP:
+        if carrier == _UDP:
             entry = None
             if len(packet) >= 8:
                 spi = int.from_bytes(packet[:4], "big")
@@ -818,9 +838,9 @@ class IPsecEngine:
             if entry is None:  # not ESP for us: a clear datagram on the socket's port
                 return Decapsulated(packet, src, dst, sport, dport, ())
             inner, nh = self._open_esp(packet, entry, src, dst, applied, now, natt=False)
-        elif carrier == Carrier.NATT:
+        elif carrier == _NATT:
             inner, nh = self._open_esp(packet, None, src, dst, applied, now, natt=True)
-        elif carrier == Carrier.IP:
+        elif carrier == _IP:
             if header_included:
                 try:
                     header, packet = parse_ipv4_untrusted(packet)
@@ -860,11 +880,11 @@ class IPsecEngine:
                 inner, self._packed_of(src), self._packed_of(dst),
                 # As Linux: checked on raw ESP/AH, not under ESP-in-UDP (NAT may have changed
                 # the addresses, RFC 3948 §3.1.2); ESP's ICV covers the segment anyway.
-                verify_checksum=carrier == Carrier.IP,
+                verify_checksum=carrier == _IP,
             )
         except MalformedPacket as exc:
             raise _DropSignal(exc.reason, outer.spi, outer.seq, str(exc)) from None
-        if carrier == Carrier.UDP and idport != dport:
+        if carrier == _UDP and idport != dport:
             raise _DropSignal(DropReason.BAD_INNER, outer.spi, outer.seq,
                               f"inner UDP port {idport} is not this socket's port {dport}")
         return Decapsulated(payload, src, dst, isport, idport, tuple(applied))
@@ -904,7 +924,7 @@ class IPsecEngine:
             raise _DropSignal(DropReason.REPLAY, spi, seq_lo, "replayed or outside the window")
         try:
             opened = _esp.open_untrusted(ctx, packet, seq_hi=seq >> 32, esn=sa.esn,
-                                         check_padding=sa.padding == Padding.SEQ)
+                                         check_padding=sa.padding == _PAD_SEQ)
         except IntegrityError as exc:
             raise _DropSignal(DropReason.AUTH_FAILED, spi, seq, str(exc)) from None
         except MalformedPacket as exc:
@@ -913,8 +933,7 @@ class IPsecEngine:
             raise _DropSignal(DropReason.REPLAY, spi, seq, "replayed (lost a race)")
         sadb.account(entry, len(packet), now)
         self._check_sa_addresses(sa, src, dst, seq)
-        applied.append(Applied(proto=Protocol.ESP, spi=spi, seq=seq, reqid=sa.reqid,
-                               natt=natt))
+        applied.append(Applied(_P_ESP, spi, seq, sa.reqid, natt))
         return opened.payload, opened.next_header
 
     def _open_ah(
@@ -963,7 +982,7 @@ class IPsecEngine:
             raise _DropSignal(DropReason.REPLAY, spi, seq, "replayed (lost a race)")
         sadb.account(entry, len(packet), now)
         self._check_sa_addresses(sa, src, dst, seq)
-        applied.append(Applied(proto=Protocol.AH, spi=spi, seq=seq, reqid=sa.reqid))
+        applied.append(Applied(_P_AH, spi, seq, sa.reqid, False))
         return result.payload, result.next_header
 
     def admit(self, datagram: Decapsulated, *, now: float) -> Delivered | Dropped:
@@ -976,15 +995,15 @@ class IPsecEngine:
         outer = applied[0] if applied else None
         spi = outer.spi if outer is not None else None
         seq = outer.seq if outer is not None else None
-        if decision.verdict == _Verdict.DISCARD:
+        if decision.verdict == _V_DISCARD:
             flow = Flow(src, dst, datagram.sport, datagram.dport)
             return self._drop(
                 DropReason.POLICY, spi, seq,
                 f"{flow} refused by '{decision.policy.to_text()}' ({decision.source})",
             )
-        if decision.verdict == _Verdict.PROTECT:
+        if decision.verdict == _V_PROTECT:
             for req in decision.requests:
-                if not req.require or req.proto == Protocol.IPCOMP:
+                if not req.require or req.proto == _P_IPCOMP:
                     continue  # use is never enforced inbound; IPComp never checked (KAME)
                 if not any(a.proto == req.proto for a in applied):
                     got = "clear" if not applied else "+".join(
@@ -1019,7 +1038,7 @@ def _is_natt(sa: SecurityAssociation) -> bool:
 
 
 _PADMODE: Final = {
-    Padding.SEQ: PadMode.SEQ,
+    _PAD_SEQ: PadMode.SEQ,
     Padding.RANDOM: PadMode.RANDOM,
     Padding.ZERO: PadMode.ZERO,
 }
