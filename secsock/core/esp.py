@@ -18,6 +18,7 @@ payload is sent in clear and authenticated as AAD ``SPI | Seq[ESN] | IV | plaint
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from enum import IntEnum
 from typing import Final, NamedTuple
 
@@ -65,6 +66,10 @@ _U64: Final = struct.Struct("!Q")
 _HDR_IV: Final = struct.Struct("!IIQ")  # SPI | seq low | 64-bit sequence number as the IV
 _NONCE: Final = struct.Struct("!4sQ")  # salt | 64-bit sequence number
 _CTR_ONE: Final = b"\x00\x00\x00\x01"
+# Bound methods as module constants: one global lookup instead of a global plus an attribute.
+_hdr_iv_pack: Final = _HDR_IV.pack
+_nonce_pack: Final = _NONCE.pack
+_aad_esn_pack: Final = _AAD_ESN.pack
 
 #: 1, 2, 3, ... 255: the RFC 4303 §2.4 default padding.
 _SEQ_PAD: Final = bytes(range(1, 256))
@@ -74,6 +79,8 @@ _SEQ_TRAILERS: Final = tuple(
 )
 # The same for 4-byte alignment, as dicts so that a negative next header misses too.
 _SEQ_TRAILERS_4: Final = tuple(dict(enumerate(_SEQ_TRAILERS[pad])) for pad in range(4))
+# Indexed by payload length & 3 instead of by pad length: saves the -(n + 2) arithmetic.
+_TRAILERS_BY_LEN: Final = tuple(_SEQ_TRAILERS_4[-(n + 2) & 3] for n in range(4))
 # What a correct SEQ-padded plaintext ends with before its next-header byte, by pad length.
 _PAD_SUFFIX: Final = tuple(_SEQ_PAD[:pad] + bytes((pad,)) for pad in range(256))
 _new_payload: Final = tuple.__new__
@@ -125,6 +132,7 @@ class EspContext:
         "_block",
         "_cipher",
         "_enc",
+        "_encrypt",
         "_fast",
         "_icv_len",
         "_integrity",
@@ -145,6 +153,7 @@ class EspContext:
     _salt: bytes
     _aead: AESGCM | ChaCha20Poly1305 | None
     _fast: AESGCM | ChaCha20Poly1305 | None  # _aead when _kind is _K_AEAD: the fast paths
+    _encrypt: Callable[[bytes, BytesLike, bytes], bytes] | None  # _fast.encrypt, bound once
     _cipher: BlockCipherAlgorithm | None
     _integrity: Integrity | None
 
@@ -217,7 +226,8 @@ class EspContext:
             )
         self._icv_len = icv_len
         self._min_len = ESP_HEADER_LEN + enc.iv_len + icv_len + 2
-        self._fast = self._aead if self._kind == _K_AEAD else None
+        self._fast = fast = self._aead if self._kind == _K_AEAD else None
+        self._encrypt = fast.encrypt if fast is not None else None
         return self
 
     @property
@@ -310,24 +320,23 @@ def seal(
     """
     # Fast path: AEAD with a sequence-derived IV and default padding (the engine's usual call).
     # Anything unusual, including every argument error, takes the general path below.
-    aead = ctx._fast
-    if (
-        aead is not None
-        and iv is None
-        and padding is _PAD_SEQ
-        and not pad_to
-        and (esn or seq <= _MAX32)
-    ):
+    encrypt = ctx._encrypt
+    if encrypt is not None and iv is None and padding is _PAD_SEQ and not pad_to:
         try:
-            header = _HDR_IV.pack(spi, seq & _MAX32, seq)
+            if esn:
+                header = _hdr_iv_pack(spi, seq & _MAX32, seq)
+                aad = _aad_esn_pack(spi, seq >> 32, seq & _MAX32)
+            else:
+                # "!IIQ": a seq outside 0..2^32-1 fails the 32-bit field (struct.error)
+                header = _hdr_iv_pack(spi, seq, seq)
+                aad = header[:8]
             # a memoryview payload raises TypeError here and takes the general path
-            trailer = _SEQ_TRAILERS_4[-(len(payload) + 2) & 3][next_header]
+            trailer = _TRAILERS_BY_LEN[len(payload) & 3][next_header]
             plaintext = payload + trailer  # type: ignore[operator]
         except (struct.error, KeyError, TypeError):
             pass
         else:
-            aad = _AAD_ESN.pack(spi, seq >> 32, seq & _MAX32) if esn else header[:8]
-            return header + aead.encrypt(_NONCE.pack(ctx._salt, seq), plaintext, aad)
+            return header + encrypt(_nonce_pack(ctx._salt, seq), plaintext, aad)
     return _seal_general(
         ctx, spi, seq, payload, next_header, esn, iv, padding, random_pad, pad_to
     )
