@@ -14,10 +14,10 @@ import socket
 import sys
 from pathlib import Path
 
-import secsock.socket as secsock_socket
 from secsock.constants import IP_IPSEC_POLICY
 from secsock.policy.libipsec import ipsec_set_policy
 from secsock.setkey import setkey
+from secsock.socket import SecureSocket
 
 HERE = Path(__file__).resolve().parent
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setkey(Path(args.setkey).read_text(encoding="utf-8"))
 
-    with secsock_socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    with SecureSocket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setsockopt(socket.IPPROTO_IP, IP_IPSEC_POLICY,
                         ipsec_set_policy("in ipsec esp/transport//require"))
         sock.setsockopt(socket.IPPROTO_IP, IP_IPSEC_POLICY,

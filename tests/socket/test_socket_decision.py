@@ -373,3 +373,20 @@ def test_inbound_sa_address_mismatch_is_a_policy_drop(socks: Sockets,
     with pytest.raises(BlockingIOError):
         b.recvfrom(100)
     assert b.ipsec_stats().drops[DropReason.POLICY] == 1
+
+
+def test_ipv6_esp_on_the_sockets_own_ports(socks: Sockets, store: MemoryStore) -> None:
+    add_esp(store, 0x6000, "::1", "::1")
+    a, b = socks.secure("::1"), socks.secure("::1")
+    for s in (a, b):
+        s.set_ipsec_policy(f"in ipsec {REQ}")
+        s.set_ipsec_policy(f"out ipsec {REQ}")
+    tap = Tap(a)
+    a.sendto(b"over IPv6", b.getsockname())
+    data, addr = b.recvfrom(100)
+    assert data == b"over IPv6"
+    assert addr[:2] == a.getsockname()[:2]
+    assert len(addr) == 4
+    assert (tap.last.carrier, tap.last.spi) == (Carrier.UDP, 0x6000)
+    b.sendto(b"back", addr)
+    assert a.recv(100) == b"back"

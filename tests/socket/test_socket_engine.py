@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secsock import stats as secstats
 from secsock import sysctl
 from secsock.engine import (
     Carrier,
@@ -25,6 +24,7 @@ from secsock.errors import DropReason
 from secsock.policy.model import parse_policy
 from secsock.sadb.spd import SPD
 from secsock.sadb.store import MemoryStore
+from secsock.stats import stats as process_stats
 from tests.socket.helpers import GCM_KEY, SHA256_KEY, add_ah, add_esp
 
 A = "10.0.0.1"
@@ -174,12 +174,12 @@ def test_drop_logs_one_debug_line_without_keys(caplog: pytest.LogCaptureFixture)
 
 
 def test_counters_are_per_engine_and_process_wide() -> None:
-    before = secstats.stats()
+    before = process_stats()
     tx, rx, _ = _engines("esp/transport//require")
     [out] = tx.protect(FLOW, b"x", now=0.0)
     _deliver(rx, out)
     _deliver(rx, out)
-    delta = secstats.stats() - before
+    delta = process_stats() - before
     assert (delta.out_success, delta.in_success, delta.in_replay) == (1, 1, 1)
     assert tx.statistics().out_success == 1
     assert rx.statistics().in_success == 1

@@ -9,13 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from secsock import stats as secstats
 from secsock.core import esp
 from secsock.core.algorithms import encryption_algorithm
 from secsock.core.upper import parse_udp_untrusted
 from secsock.engine import Carrier
 from secsock.sadb.store import MemoryStore
 from secsock.socket import SecureSocket, set_ike_handler
+from secsock.stats import stats as process_stats
 from tests.socket.helpers import GCM_KEY, Sockets, Tap, add_esp, both_policies, ip
 
 REQ = "esp/transport//require"
@@ -118,12 +118,12 @@ def test_keepalives_and_ike_never_reach_the_application(
     both_policies(a, REQ)
     both_policies(b, REQ)
     p = socks.plain(addr)
-    before = secstats.stats()
+    before = process_stats()
     p.sendto(b"\xff", (addr, natt_port))
     p.sendto(b"\x00\x00\x00\x00" + b"IKE_SA_INIT", (addr, natt_port))
     a.sendto(b"after", b.getsockname())  # same queue, so processed after the two above
     assert b.recv(100) == b"after"
-    delta = secstats.stats() - before
+    delta = process_stats() - before
     assert delta.in_keepalive == 1
     assert delta.in_ike == 1
     assert ike_calls == [(b"IKE_SA_INIT", (addr, p.getsockname()[1]), (addr, natt_port))]
@@ -154,7 +154,7 @@ def test_forged_packets_on_the_shared_port_are_dropped_process_wide(
     a.sendto(b"one", b.getsockname())
     assert b.recv(100) == b"one"
     p = socks.plain(addr)
-    before = secstats.stats()
+    before = process_stats()
     forged = bytearray(tap.last.data)
     forged[12] ^= 0x80
     p.sendto(tap.last.data, (addr, natt_port))  # replay
@@ -162,7 +162,7 @@ def test_forged_packets_on_the_shared_port_are_dropped_process_wide(
     p.sendto(b"\x00\x00\x77\x77" + bytes(20), (addr, natt_port))  # unknown SPI
     a.sendto(b"two", b.getsockname())
     assert b.recv(100) == b"two"
-    delta = secstats.stats() - before
+    delta = process_stats() - before
     assert (delta.in_replay, delta.in_nosa, delta.in_success) == (2, 1, 1)
     # (the forged copy carries the replayed sequence number: the window refuses it first)
 

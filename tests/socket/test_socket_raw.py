@@ -175,9 +175,9 @@ def test_bundle_required_but_esp_alone_is_refused(socks: Sockets, store: MemoryS
 
 def test_raw_replay_and_forgery_are_dropped(socks: Sockets, store: MemoryStore,
                                             addr: str) -> None:
-    from secsock import stats as secstats
     from secsock.engine import Flow, IPsecEngine
     from secsock.policy.model import parse_policy
+    from secsock.stats import stats as process_stats
     from tests.socket.helpers import ip
 
     a, b = _setup(socks, store, addr, AH_REQ)
@@ -194,13 +194,13 @@ def test_raw_replay_and_forgery_are_dropped(socks: Sockets, store: MemoryStore,
     forged[-1] ^= 0x01
     family = stdlib_socket.AF_INET6 if ":" in addr else stdlib_socket.AF_INET
     proto = stdlib_socket.IPPROTO_RAW if replayed.header_included else 51
-    before = secstats.stats()
+    before = process_stats()
     with stdlib_socket.socket(family, stdlib_socket.SOCK_RAW, proto) as inj:
         inj.sendto(replayed.data, (addr, 0))
         inj.sendto(bytes(forged), (addr, 0))
     a.sendto(b"second", b.getsockname())  # same raw socket at b's end: processed after
     assert b.recv(100) == b"second"
-    delta = secstats.stats() - before
+    delta = process_stats() - before
     assert delta.drops[DropReason.REPLAY] == 1
     assert delta.drops[DropReason.AUTH_FAILED] == 1
     # b's own counters do not see drops that happen before a datagram names a socket
