@@ -461,12 +461,13 @@ def _verify_ah(
     ctx: AhContext,
     rest: bytes,
     *,
+    header: IPv4Header | IPv6Header,
     zeroed_ip: bytes,
     accepted: frozenset[int],
     seq_hi: int,
     esn: bool,
-) -> tuple[AhPeek, bytes]:
-    """Check AH's length and ICV over ``zeroed_ip || rest``; return the peek and the payload."""
+) -> AhResult:
+    """Check AH's length and ICV over ``zeroed_ip || rest``; the verified packet."""
     peek = peek_untrusted(rest)
     ah_len = (rest[1] + 2) * 4
     if ah_len not in accepted:
@@ -486,7 +487,13 @@ def _verify_ah(
         parts += (_SEQ_HI.pack(seq_hi),)
     if not ctx._mac.check(rest[AH_HEADER_LEN:icv_end], parts):
         raise IntegrityError(f"AH ICV mismatch for SPI 0x{peek.spi:08x} seq {peek.seq_lo}")
-    return peek, rest[ah_len:]
+    return AhResult(
+        spi=peek.spi,
+        seq_lo=peek.seq_lo,
+        next_header=peek.next_header,
+        payload=rest[ah_len:],
+        ip_header=header,
+    )
 
 
 def verify_ipv4_untrusted(
@@ -539,15 +546,9 @@ def verify_ipv4_untrusted(
         offsetmask=offsetmask,
         outbound=False,
     )
-    peek, payload = _verify_ah(
-        ctx, rest, zeroed_ip=zeroed, accepted=ctx._accept_ipv4, seq_hi=seq_hi, esn=esn
-    )
-    return AhResult(
-        spi=peek.spi,
-        seq_lo=peek.seq_lo,
-        next_header=peek.next_header,
-        payload=payload,
-        ip_header=header,
+    return _verify_ah(
+        ctx, rest, header=header, zeroed_ip=zeroed, accepted=ctx._accept_ipv4, seq_hi=seq_hi,
+        esn=esn,
     )
 
 
@@ -584,20 +585,9 @@ def verify_ipv6_untrusted(
     zeroed = _zeroed_ipv6(
         payload_length=header.payload_length, src=header.src.packed, dst=header.dst.packed
     )
-    peek, payload = _verify_ah(
-        ctx,
-        rest,
-        zeroed_ip=zeroed,
-        accepted=frozenset({ctx.ah_len_ipv6}),
-        seq_hi=seq_hi,
-        esn=esn,
-    )
-    return AhResult(
-        spi=peek.spi,
-        seq_lo=peek.seq_lo,
-        next_header=peek.next_header,
-        payload=payload,
-        ip_header=header,
+    return _verify_ah(
+        ctx, rest, header=header, zeroed_ip=zeroed, accepted=frozenset({ctx.ah_len_ipv6}),
+        seq_hi=seq_hi, esn=esn,
     )
 
 
