@@ -131,9 +131,9 @@ class EspContext:
         "_auth",
         "_block",
         "_cipher",
+        "_decrypt",
         "_enc",
         "_encrypt",
-        "_fast",
         "_icv_len",
         "_integrity",
         "_iv_len",
@@ -152,8 +152,9 @@ class EspContext:
     _block: int
     _salt: bytes
     _aead: AESGCM | ChaCha20Poly1305 | None
-    _fast: AESGCM | ChaCha20Poly1305 | None  # _aead when _kind is _K_AEAD: the fast paths
-    _encrypt: Callable[[bytes, BytesLike, bytes], bytes] | None  # _fast.encrypt, bound once
+    # _aead's bound encrypt/decrypt when _kind is _K_AEAD (the fast paths), else None
+    _encrypt: Callable[[bytes, BytesLike, bytes], bytes] | None
+    _decrypt: Callable[[bytes, BytesLike, BytesLike], bytes] | None
     _cipher: BlockCipherAlgorithm | None
     _integrity: Integrity | None
 
@@ -226,8 +227,9 @@ class EspContext:
             )
         self._icv_len = icv_len
         self._min_len = ESP_HEADER_LEN + enc.iv_len + icv_len + 2
-        self._fast = fast = self._aead if self._kind == _K_AEAD else None
+        fast = self._aead if self._kind == _K_AEAD else None
         self._encrypt = fast.encrypt if fast is not None else None
+        self._decrypt = fast.decrypt if fast is not None else None
         return self
 
     @property
@@ -494,14 +496,22 @@ def open_untrusted(
     For any packet bytes this raises only MalformedPacket or IntegrityError.
     """
     n = len(packet)
-    aead = ctx._fast
-    if aead is not None and not esn and n >= ctx._min_len:
-        # Fast path: AEAD without ESN (the same steps as below with fewer branches). Any
-        # bytes-like packet works here: slices of it are only read by the AEAD.
+    decrypt = ctx._decrypt
+    if decrypt is not None and n >= ctx._min_len:
+        # Fast path: the AEADs with a 16-byte tag (AES-GCM-16, ChaCha20-Poly1305); the general
+        # path below handles every other transform and short packets. Any bytes-like packet
+        # works here: its slices are only read by the AEAD.
+        if esn:
+            if not 0 <= seq_hi <= _MAX32:
+                raise ValueError(f"seq_hi must be a 32-bit unsigned number, got {seq_hi}")
+            spi, seq_lo = _SPI_SEQ.unpack_from(packet)
+            aad: BytesLike = _aad_esn_pack(spi, seq_hi, seq_lo)
+        else:
+            aad = packet[:8]
         try:
-            plaintext = aead.decrypt(ctx._salt + packet[8:16], packet[16:], packet[:8])
+            plaintext = decrypt(ctx._salt + packet[8:16], packet[16:], aad)
         except InvalidTag:
-            raise _auth_failed(packet, 0) from None
+            raise _auth_failed(packet, seq_hi if esn else 0) from None
         pad_len = plaintext[-2]
         cut = -2 - pad_len
         # The suffix comparison also fails when pad_len overruns the plaintext (short slice).
@@ -526,15 +536,8 @@ def open_untrusted(
     if esn and not 0 <= seq_hi <= _MAX32:
         raise ValueError(f"seq_hi must be a 32-bit unsigned number, got {seq_hi}")
 
-    if kind == _K_AEAD:
-        aad = packet[:4] + _U32.pack(seq_hi) + packet[4:8] if esn else packet[:8]
-        aead = ctx._aead
-        assert aead is not None
-        try:
-            plaintext = aead.decrypt(ctx._salt + packet[8:16], packet[16:], aad)
-        except InvalidTag:
-            raise _auth_failed(packet, seq_hi if esn else 0) from None
-    elif kind == _K_GMAC:
+    # _K_AEAD never gets here: the fast path above takes every packet long enough for it.
+    if kind == _K_GMAC:
         aad = packet[:4] + _U32.pack(seq_hi) + packet[4:end] if esn else packet[:end]
         aead = ctx._aead
         assert aead is not None
