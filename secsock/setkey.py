@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum, auto
 from ipaddress import ip_address, ip_network
-from typing import Final, NoReturn
+from typing import Final, NoReturn, TypeVar
 
 from secsock._setkey_render import PROTOCOL_NAMES, render_sa, render_sa_dump, render_spd_dump
 from secsock.core.algorithms import (
@@ -276,6 +276,9 @@ class _Ext:
     pad_tok: _Tok | None = None
 
 
+_Alg = TypeVar("_Alg", EncryptionAlgorithm, AuthAlgorithm)
+
+
 @dataclass(slots=True)
 class _Algo:
     enc: EncryptionAlgorithm | None = None
@@ -501,21 +504,15 @@ class _Parser:
                 _fail("expected -E and an encryption algorithm (ESP needs one; -E null for "
                       "integrity only)", t)
             self.next()
-            at = self.word("an encryption algorithm")
-            try:
-                algo.enc = encryption_algorithm(at.text)
-            except AlgorithmError as exc:
-                _fail(str(exc), at)
-            if algo.enc.key_sizes != (0,):
-                algo.enc_key, kt = self.key(algo.enc.name)
-                try:
-                    check_key(algo.enc, algo.enc_key)
-                except AlgorithmError as exc:
-                    _fail(str(exc), kt, secret=True)
+            algo.enc, algo.enc_key, at = self.algorithm(
+                encryption_algorithm, "an encryption algorithm"
+            )
             t = self.peek()
             if t.kind is _T.WORD and t.text == "-A":
                 self.next()
-                self._auth(algo)
+                algo.auth, algo.auth_key, _ = self.algorithm(
+                    auth_algorithm, "an authentication algorithm"
+                )
             try:
                 check_combination(algo.enc, algo.auth)
             except AlgorithmError as exc:
@@ -526,24 +523,29 @@ class _Parser:
                     _fail("AH takes no encryption algorithm; expected -A", t)
                 _fail("expected -A and an authentication algorithm", t)
             self.next()
-            self._auth(algo)
+            algo.auth, algo.auth_key, _ = self.algorithm(
+                auth_algorithm, "an authentication algorithm"
+            )
         after = self.peek()
         if after.kind is _T.WORD and after.text in _EXT_OPTS:
             _fail("extensions (-m, -r, -u, -f, -l*, -b*, -S) come before -E/-A", after)
         return algo, t
 
-    def _auth(self, algo: _Algo) -> None:
-        at = self.word("an authentication algorithm")
+    def algorithm(self, lookup: Callable[[str], _Alg], expected: str) -> tuple[_Alg, bytes, _Tok]:
+        """An algorithm name (looked up in the registry) and its key, checked for length."""
+        at = self.word(expected)
         try:
-            algo.auth = auth_algorithm(at.text)
+            alg = lookup(at.text)
         except AlgorithmError as exc:
             _fail(str(exc), at)
-        if algo.auth.key_sizes != (0,):
-            algo.auth_key, kt = self.key(algo.auth.name)
+        key = b""
+        if alg.key_sizes != (0,):
+            key, kt = self.key(alg.name)
             try:
-                check_key(algo.auth, algo.auth_key)
+                check_key(alg, key)
             except AlgorithmError as exc:
                 _fail(str(exc), kt, secret=True)
+        return alg, key, at
 
     # --- SA commands ------------------------------------------------------------------------
 
