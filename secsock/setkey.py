@@ -457,22 +457,13 @@ class _Parser:
                     ext.align = 4 if f.text == "align4" else 8
                     ext.align_tok = f
                 # nocyclic-seq: secsock never lets a sequence counter wrap anyway
-            elif opt in ("-ls", "-lh"):
-                value, _ = self.number("a lifetime in seconds", _U64, hex_ok=False)
-                lt = ext.soft if opt == "-ls" else ext.hard
-                lt = dataclasses.replace(lt, addtime=value)
-                if opt == "-ls":
-                    ext.soft = lt
+            elif opt in ("-ls", "-lh", "-bs", "-bh"):  # l: seconds, b: bytes; s: soft, h: hard
+                unit, limit = ("seconds", "addtime") if opt[1] == "l" else ("bytes", "bytes")
+                value, _ = self.number(f"a lifetime in {unit}", _U64, hex_ok=False)
+                if opt[2] == "s":
+                    ext.soft = dataclasses.replace(ext.soft, **{limit: value})
                 else:
-                    ext.hard = lt
-            elif opt in ("-bs", "-bh"):
-                value, _ = self.number("a lifetime in bytes", _U64, hex_ok=False)
-                lt = ext.soft if opt == "-bs" else ext.hard
-                lt = dataclasses.replace(lt, bytes=value)
-                if opt == "-bs":
-                    ext.soft = lt
-                else:
-                    ext.hard = lt
+                    ext.hard = dataclasses.replace(ext.hard, **{limit: value})
             else:  # -S
                 ext.seq_start, ext.seq_tok = self.number(
                     "a sequence number (the last one already used)", _U64
