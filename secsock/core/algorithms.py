@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -305,28 +305,22 @@ _AUTH: Final[list[AuthAlgorithm]] = [
 ]
 
 
-def _index_enc(table: list[EncryptionAlgorithm]) -> dict[str, EncryptionAlgorithm]:
-    out: dict[str, EncryptionAlgorithm] = {}
+_Alg = TypeVar("_Alg", EncryptionAlgorithm, AuthAlgorithm)
+
+
+def _index(table: list[_Alg], what: str) -> dict[str, _Alg]:
+    """Every name and alias of ``table`` -> its algorithm; a name may appear once."""
+    out: dict[str, _Alg] = {}
     for alg in table:
         for n in alg.names:
             if n in out:
-                raise AlgorithmError(f"duplicate encryption algorithm name {n!r}")
+                raise AlgorithmError(f"duplicate {what} algorithm name {n!r}")
             out[n] = alg
     return out
 
 
-def _index_auth(table: list[AuthAlgorithm]) -> dict[str, AuthAlgorithm]:
-    out: dict[str, AuthAlgorithm] = {}
-    for alg in table:
-        for n in alg.names:
-            if n in out:
-                raise AlgorithmError(f"duplicate authentication algorithm name {n!r}")
-            out[n] = alg
-    return out
-
-
-_ENC_BY_NAME: Final = _index_enc(_ENCRYPTION)
-_AUTH_BY_NAME: Final = _index_auth(_AUTH)
+_ENC_BY_NAME: Final = _index(_ENCRYPTION, "encryption")
+_AUTH_BY_NAME: Final = _index(_AUTH, "authentication")
 
 #: Canonical setkey name -> ESP encryption algorithm (aliases are accepted by the lookups).
 ENCRYPTION_ALGORITHMS: Final[Mapping[str, EncryptionAlgorithm]] = MappingProxyType(
