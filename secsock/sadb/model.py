@@ -213,8 +213,34 @@ class SAIdentity:
         )
 
 
+class _Named:
+    """What LarvalSA and SecurityAssociation derive alike from spi, proto, addresses, mode and
+    reqid (declared by each dataclass)."""
+
+    __slots__ = ()
+    spi: int
+    proto: SAProtocol
+    src: IPAddress
+    dst: IPAddress
+    mode: SAMode
+    reqid: int
+
+    @property
+    def key(self) -> tuple[IPAddress, int, int]:
+        """The SADB key (dst, protocol, SPI): unique in a store (RFC 4301 §4.1 triple)."""
+        return (self.dst, int(self.proto), self.spi)
+
+    @property
+    def identity(self) -> SAIdentity:
+        """The SA's identity, without any key: what events and errors name."""
+        return SAIdentity(
+            proto=self.proto, spi=self.spi, src=self.src, dst=self.dst, mode=self.mode,
+            reqid=self.reqid,
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LarvalSA:
+class LarvalSA(_Named):
     """An SA reserved by getspi: SPI, addresses, mode and reqid, no algorithms or keys yet.
 
     It holds the SPI (so no one else can take it) until ``update`` makes it mature, or until
@@ -235,21 +261,9 @@ class LarvalSA:
         _check_u32("reqid", self.reqid)
         _check_addresses(self.src, self.dst)
 
-    @property
-    def key(self) -> tuple[IPAddress, int, int]:
-        """The SADB key (dst, protocol, SPI)."""
-        return (self.dst, int(self.proto), self.spi)
-
-    @property
-    def identity(self) -> SAIdentity:
-        return SAIdentity(
-            proto=self.proto, spi=self.spi, src=self.src, dst=self.dst, mode=self.mode,
-            reqid=self.reqid,
-        )
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SecurityAssociation:
+class SecurityAssociation(_Named):
     """The configuration of one SA (what ``setkey add`` says). Frozen and validated.
 
     * ``enc``/``enc_key``: ESP encryption algorithm (setkey ``-E`` name; stored canonical, so
@@ -376,18 +390,6 @@ class SecurityAssociation:
             raise ValueError("padding flags (-f zero-pad/random-pad) apply to ESP SAs only")
 
     # --- derived values ---------------------------------------------------------------------
-
-    @property
-    def key(self) -> tuple[IPAddress, int, int]:
-        """The SADB key (dst, protocol, SPI): unique in a store (RFC 4301 §4.1 triple)."""
-        return (self.dst, int(self.proto), self.spi)
-
-    @property
-    def identity(self) -> SAIdentity:
-        return SAIdentity(
-            proto=self.proto, spi=self.spi, src=self.src, dst=self.dst, mode=self.mode,
-            reqid=self.reqid,
-        )
 
     @property
     def natt(self) -> bool:
