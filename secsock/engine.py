@@ -1005,7 +1005,11 @@ class IPsecEngine:
             for req in decision.requests:
                 if not req.require or req.proto == _P_IPCOMP:
                     continue  # use is never enforced inbound; IPComp never checked (KAME)
-                if not any(a.proto == req.proto for a in applied):
+                want = req.proto
+                for a in applied:
+                    if a.proto == want:
+                        break
+                else:
                     got = "clear" if not applied else "+".join(
                         a.proto.keyword for a in applied)
                     flow = Flow(src, dst, datagram.sport, datagram.dport)
