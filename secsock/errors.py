@@ -13,6 +13,7 @@ from enum import StrEnum
 __all__ = (
     "AlgorithmError",
     "DropReason",
+    "IPsecStreamError",
     "IntegrityError",
     "MalformedPacket",
     "NoSAError",

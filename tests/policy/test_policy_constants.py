@@ -43,6 +43,14 @@ def test_all_lists_every_public_constant() -> None:
     assert all(isinstance(getattr(c, n), int) for n in c.__all__)
 
 
+def test_errors_all_lists_every_error_class() -> None:
+    from secsock import errors
+
+    classes = {n for n, v in vars(errors).items()
+               if isinstance(v, type) and v.__module__ == errors.__name__}
+    assert set(errors.__all__) == classes
+
+
 def test_eipsec_numbering_and_texts() -> None:
     codes = sorted(getattr(c, n) for n in c.__all__ if n.startswith("EIPSEC_"))
     assert codes == list(range(31))
