@@ -98,3 +98,40 @@ def test_ah_fuzz_ipv4_options_reach_the_option_walker(options: bytes, tail: byte
             verify_ipv4_untrusted(ctx, data, header=forged)
         with contextlib.suppress(MalformedPacket, IntegrityError):
             verify_untrusted(ctx, forged.to_bytes(fix_checksum=True) + data)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(sorted(CONTEXTS)),
+    which=st.integers(0, 1),
+    edits=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=2),
+    cut=st.integers(0, 200),
+    kind=st.sampled_from([bytearray, memoryview]),
+)
+def test_ah_fuzz_buffer_types(
+    name: str, which: int, edits: list[tuple[int, int]], cut: int,
+    kind: Callable[[bytes], bytearray | memoryview],
+) -> None:
+    """A raw socket's recv_into buffer is a bytearray or memoryview: same answers as bytes."""
+    ctx = CONTEXTS[name]
+    packet = bytearray(VALID[name][which])
+    assert verify_untrusted(ctx, kind(bytes(packet))).payload == b"hello world"
+    for pos, value in edits:
+        packet[pos % len(packet)] = value
+    data = bytes(packet[: max(cut, 1)])
+    calls: list[Callable[[bytes | bytearray | memoryview], object]] = [
+        peek_untrusted,
+        lambda d: verify_untrusted(ctx, d),
+        lambda d: verify_ipv4_untrusted(ctx, d, verify_checksum=False),
+        lambda d: verify_ipv6_untrusted(ctx, d, header=HEADER6),
+    ]
+    for call in calls:
+        try:
+            expected: object = call(data)
+        except (MalformedPacket, IntegrityError) as exc:
+            expected = type(exc)
+        try:
+            got: object = call(kind(data))
+        except (MalformedPacket, IntegrityError) as exc:
+            got = type(exc)
+        assert got == expected
