@@ -149,6 +149,7 @@ class SecureSocket(_stdlib_socket.socket):
         self._peeked: Delivered | None = None
         self._peer: tuple[Address, int, _SockAddr] | None = None
         self._local: Address | None = None  # bound address, None for the wildcard
+        self._wake_local: Address | None = None  # the same with its IPv6 scope, if any
         self._port = 0
         self._pktinfo = False
         self._flows: dict[object, tuple[Flow, _SockAddr]] = {}
@@ -192,7 +193,9 @@ class SecureSocket(_stdlib_socket.socket):
     def _after_bind(self) -> None:
         name = super().getsockname()
         addr, port = peer_address(name)
-        self._local = None if addr.is_unspecified else addr
+        # the engine compares bare addresses; wakeups need the scope of a link-local one
+        self._local = None if addr.is_unspecified else _bare(addr)
+        self._wake_local = None if addr.is_unspecified else addr
         self._port = port
         self._flows.clear()
         net = self._net
@@ -458,7 +461,7 @@ class SecureSocket(_stdlib_socket.socket):
         self._inbox.append(datagram)
         net = self._net
         if net is not None:
-            net.wake(self.family, self._local, self._port)
+            net.wake(self.family, self._wake_local, self._port)
 
     def _receive(
         self, flags: int

@@ -186,3 +186,33 @@ def test_sockets_with_private_stores_share_one_port(socks: Sockets, addr: str) -
 def test_secure_socket_types_are_plain_sockets(socks: Sockets) -> None:
     assert isinstance(socks.secure(), stdlib_socket.socket)
     assert issubclass(SecureSocket, stdlib_socket.socket)
+
+
+def test_a_failing_ike_handler_does_not_stop_the_port(socks: Sockets, addr: str,
+                                                      natt_port: int) -> None:
+    def handler(msg: bytes, peer: tuple[str, int], local: tuple[str, int]) -> None:
+        raise RuntimeError("the IKE daemon's own bug")
+
+    a, b = socks.secure(addr), socks.secure(addr)
+    both_policies(a, REQ)
+    both_policies(b, REQ)
+    set_ike_handler(handler)
+    try:
+        socks.plain(addr).sendto(b"\x00\x00\x00\x00IKE", (addr, natt_port))
+        a.sendto(b"still served", b.getsockname())
+        assert b.recv(100) == b"still served"
+    finally:
+        set_ike_handler(None)
+
+
+@pytest.mark.parametrize(("timeout", "expected"), [(None, None), (0.0, 0.0)])
+def test_detach_hands_the_descriptor_back_in_its_mode(
+    socks: Sockets, timeout: float | None, expected: float | None,
+) -> None:
+    s = socks.secure()
+    s.settimeout(timeout)  # internally the descriptor is always non-blocking
+    plain = stdlib_socket.socket(fileno=s.detach())
+    try:
+        assert plain.gettimeout() == expected
+    finally:
+        plain.close()
