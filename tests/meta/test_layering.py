@@ -35,12 +35,15 @@ def _violations(path: Path) -> list[str]:
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module is not None and node.level == 0:
             names = [node.module]
-        for name in names:
-            top = name.split(".")[0]
-            if top in FORBIDDEN_MODULES:
-                found.append(f"{path.name}:{node.lineno} imports {name}")
-            if any(name == m or name.startswith(m + ".") for m in FORBIDDEN_SECSOCK):
-                found.append(f"{path.name}:{node.lineno} imports adapter module {name}")
+            if node.module == "os" and any(a.name == "urandom" for a in node.names):
+                found.append(f"{path.name}:{node.lineno} imports os.urandom")
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            for name in names:
+                top = name.split(".")[0]
+                if top in FORBIDDEN_MODULES:
+                    found.append(f"{path.name}:{node.lineno} imports {name}")
+                if any(name == m or name.startswith(m + ".") for m in FORBIDDEN_SECSOCK):
+                    found.append(f"{path.name}:{node.lineno} imports adapter module {name}")
         if (
             isinstance(node, ast.Attribute)
             and node.attr == "urandom"
@@ -62,6 +65,9 @@ def test_pure_module_does_no_io(path: Path) -> None:
 
 def test_checker_catches_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("import time\nimport os\nx = os.urandom(8)\nfrom secsock.socket import socket\n")
+    bad.write_text(
+        "import time\nimport os\nx = os.urandom(8)\nfrom secsock.engine import IPsecEngine\n"
+        "from os import urandom\n"
+    )
     found = _violations(bad)
-    assert len(found) == 3
+    assert len(found) == 4
