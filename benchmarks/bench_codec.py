@@ -26,6 +26,7 @@ import argparse
 import hmac
 import os
 import statistics
+import struct
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -36,7 +37,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from secsock.core.algorithms import auth_algorithm, encryption_algorithm
-from secsock.core.esp import EspContext, open_untrusted, seal
+from secsock.core.esp import EspContext, EspPayload, open_untrusted, seal
 from secsock.core.replay import ReplayWindow
 
 Bench = Callable[[int], object]
@@ -127,6 +128,51 @@ def aead_pair(name: str, size: int) -> tuple[Bench, Bench]:
     return esp, bare
 
 
+def floor_pair(size: int) -> tuple[Bench, Bench]:
+    """The least Python that does aes-gcm-16 ESP's work, against the same bare AESGCM.
+
+    Positional calls, no argument checks, no ESN or other modes: a header pack, the trailer,
+    the nonce, one concatenation each way, the padding check and the EspPayload. It builds
+    the same bytes as ``seal`` and returns what ``open_untrusted`` returns (checked here).
+    It is the floor the public API can approach, not an API.
+    """
+    enc = encryption_algorithm("aes-gcm-16")
+    key = os.urandom(enc.key_sizes[0])
+    aead, salt = AESGCM(key[:-4]), key[-4:]
+    encrypt, decrypt = aead.encrypt, aead.decrypt
+    header_pack, nonce_pack = struct.Struct("!IIQ").pack, struct.Struct("!4sQ").pack
+    trailers = tuple(
+        bytes(range(1, -(n + 2) % 4 + 1)) + bytes((-(n + 2) % 4, 17)) for n in range(4)
+    )
+    suffixes = tuple(bytes(range(1, pad + 1)) + bytes((pad,)) for pad in range(256))
+    new = tuple.__new__
+    payload = os.urandom(size)
+
+    def seal_floor(spi: int, seq: int, data: bytes) -> bytes:
+        header = header_pack(spi, seq, seq)
+        return header + encrypt(nonce_pack(salt, seq), data + trailers[len(data) & 3], header[:8])
+
+    def open_floor(packet: bytes) -> EspPayload:
+        plaintext = decrypt(salt + packet[8:16], packet[16:], packet[:8])
+        pad_len = plaintext[-2]
+        cut = -2 - pad_len
+        if plaintext[cut:-1] != suffixes[pad_len]:
+            raise ValueError("bad padding")
+        return new(EspPayload, (plaintext[-1], plaintext[:cut], pad_len))
+
+    ctx = EspContext.create(enc=enc, enc_key=key, auth=None, auth_key=None)
+    packet = seal_floor(0x1000, 7, payload)
+    if packet != seal(ctx, spi=0x1000, seq=7, payload=payload, next_header=17):
+        raise AssertionError("the floor does not build the packet seal builds")
+    if open_floor(packet) != open_untrusted(ctx, packet):
+        raise AssertionError("the floor does not return what open_untrusted returns")
+
+    def floor(i: int) -> None:
+        open_floor(seal_floor(0x1000, i + 1, payload))
+
+    return floor, aead_pair("aes-gcm-16", size)[1]
+
+
 def cbc_hmac_pair(size: int) -> tuple[Bench, Bench]:
     """ESP aes-cbc + hmac-sha2-256 against bare CBC + HMAC + verify + CBC decrypt."""
     enc, auth = encryption_algorithm("aes-cbc"), auth_algorithm("hmac-sha2-256")
@@ -176,6 +222,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=21, help="rounds per side")
     parser.add_argument("--only", choices=ALGORITHMS, action="append", help="repeatable")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 1400])
+    parser.add_argument(
+        "--floor", action="store_true", help="add the minimal-Python aes-gcm-16 floor row"
+    )
     args = parser.parse_args()
     s, rounds = args.seconds, max(1, args.rounds)
     names = args.only or ALGORITHMS
@@ -191,6 +240,13 @@ def main() -> None:
             print(
                 f"{name:<26}{size:>6}{r.esp:>17,.0f}{r.bare:>11,.0f}{r.ratio:>7.3f}  "
                 f"{r.low:.3f}-{r.high:.3f}",
+                flush=True,
+            )
+        if args.floor:
+            r = compare(*floor_pair(size), s, rounds)
+            print(
+                f"{'aes-gcm-16 floor (no API)':<26}{size:>6}{r.esp:>17,.0f}{r.bare:>11,.0f}"
+                f"{r.ratio:>7.3f}  {r.low:.3f}-{r.high:.3f}",
                 flush=True,
             )
     if args.only is None:
