@@ -27,9 +27,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from secsock._setkey import setkey
 from secsock.asyncio import create_datagram_endpoint, open_connection, start_server
 from secsock.sadb import MemoryStore
-from secsock.setkey import setkey
 
 A, B = "127.0.0.1", "127.0.0.2"
 POLICY = ["in ipsec esp/transport//require", "out ipsec esp/transport//require"]

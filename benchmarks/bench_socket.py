@@ -23,10 +23,10 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
+from secsock._setkey import setkey
+from secsock._socket import SecureSocket
 from secsock.sadb.spd import SPD
 from secsock.sadb.store import MemoryStore
-from secsock.setkey import setkey
-from secsock.socket import SecureSocket
 
 A, B = "127.0.0.1", "127.0.0.2"
 SCRIPT = (

@@ -18,9 +18,9 @@ import sys
 import anyio
 from anyio.abc import SocketAttribute
 
+from secsock._setkey import setkey
 from secsock.anyio import IPsecAttribute, SecureByteStream, connect_tcp, create_tcp_listener
 from secsock.sadb import MemoryStore
-from secsock.setkey import setkey
 
 CLIENT, SERVER = "127.0.0.1", "127.0.0.2"
 POLICY = "out ipsec esp/transport//require"  # "in" mirrors it

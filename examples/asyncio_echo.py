@@ -23,10 +23,10 @@ import socket
 import sys
 from typing import Any
 
+from secsock._setkey import setkey
 from secsock.asyncio import DropInfo, create_datagram_endpoint, open_connection, start_server
 from secsock.errors import DropReason
 from secsock.sadb import MemoryStore
-from secsock.setkey import setkey
 
 CLIENT, SERVER = "127.0.0.1", "127.0.0.2"
 POLICY = ["in ipsec esp/transport//require", "out ipsec esp/transport//require"]

@@ -24,12 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.kernel.rig
 
+from secsock._setkey import setkey
+from secsock._socket import SecureSocket
 from secsock.constants import IP_IPSEC_POLICY
 from secsock.policy.libipsec import ipsec_set_policy
 from secsock.sadb.spd import SPD
 from secsock.sadb.store import MemoryStore
-from secsock.setkey import setkey
-from secsock.socket import SecureSocket
 from tests.kernel.rig import KernelPeer, RigError
 
 HOST, GUEST = "10.99.0.1", "10.99.0.2"  # the secsock side and the kernel, in the rig's netns

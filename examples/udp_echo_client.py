@@ -14,10 +14,10 @@ import socket
 import sys
 from pathlib import Path
 
+from secsock._setkey import setkey
+from secsock._socket import SecureSocket
 from secsock.constants import IP_IPSEC_POLICY
 from secsock.policy.libipsec import ipsec_set_policy
-from secsock.setkey import setkey
-from secsock.socket import SecureSocket
 
 HERE = Path(__file__).resolve().parent
 

@@ -2,7 +2,7 @@
 
 After ``install()``, ``socket.socket(AF_INET or AF_INET6, SOCK_DGRAM)`` -- called by the
 program itself, by asyncio's ``create_datagram_endpoint`` or by any library that looks the
-class up at call time -- returns a :class:`secsock.socket.SecureSocket` governed by the SPD
+class up at call time -- returns a :class:`secsock.SecureSocket` governed by the SPD
 and the system defaults (its socket policies start at ``entrust``). Every other socket (TCP,
 UNIX, raw, ...) is the ordinary ``socket.socket``. ``isinstance(x, socket.socket)`` keeps
 working for both kinds.
@@ -20,10 +20,10 @@ import threading
 from collections.abc import Iterator
 from typing import Any, Final, Literal
 
+from secsock._socket import SecureSocket
 from secsock._transport import RealSocket
 from secsock.engine import EngineStore
 from secsock.sadb.spd import SPD
-from secsock.socket import SecureSocket
 
 __all__ = ("install", "installed", "patch", "uninstall")
 

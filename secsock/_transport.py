@@ -37,6 +37,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import ClassVar, Final, Protocol
 
+from secsock._stats import Counters
 from secsock.core.framing.udp_encap import (
     UdpEncapKind,
     classify_untrusted,
@@ -53,7 +54,6 @@ from secsock.engine import (
 )
 from secsock.errors import DropReason, MalformedPacket
 from secsock.sadb.model import SAProtocol
-from secsock.stats import Counters
 
 __all__ = (
     "IKEHandler",

@@ -2,7 +2,7 @@
 
 * :func:`create_udp_socket` / :func:`create_connected_udp_socket` return objects implementing
   anyio's :class:`~anyio.abc.UDPSocket` / :class:`~anyio.abc.ConnectedUDPSocket`. Underneath is
-  a non-blocking :class:`secsock.socket.SecureSocket` (the same engine, SADB, carriers and
+  a non-blocking :class:`secsock.SecureSocket` (the same engine, SADB, carriers and
   counters as every secure socket) driven by anyio's own readiness primitives
   (:func:`anyio.wait_readable` / :func:`anyio.wait_writable`): nothing depends on asyncio, so
   trio works the same.
@@ -44,6 +44,8 @@ from anyio.abc import (
     UDPSocket,
 )
 
+from secsock._socket import SecureSocket
+from secsock._stats import IPsecStats
 from secsock.asyncio._channel import SecureStreamConnection
 from secsock.asyncio._policy import PolicyArg, socket_policies
 from secsock.asyncio._protector import StreamSecurity, identity_of, stream_policy
@@ -52,8 +54,6 @@ from secsock.errors import IPsecStreamError, NoSAError
 from secsock.sadb import default_sadb
 from secsock.sadb.model import SAIdentity
 from secsock.sadb.spd import SPD
-from secsock.socket import SecureSocket
-from secsock.stats import IPsecStats
 
 __all__ = (
     "IPsecAttribute",
@@ -126,7 +126,7 @@ class _SecureDatagramBase:
 
     @property
     def secure_socket(self) -> SecureSocket:
-        """The underlying :class:`secsock.socket.SecureSocket` (for setsockopt and stats)."""
+        """The underlying :class:`secsock.SecureSocket` (for setsockopt and stats)."""
         return self._sock
 
     def _attributes(self) -> dict[Any, Callable[[], Any]]:

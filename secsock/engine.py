@@ -35,6 +35,7 @@ from typing import Final, NamedTuple, TypeAlias
 from typing import Protocol as _TypingProtocol
 
 from secsock import sysctl
+from secsock._stats import Counters, IPsecStats, process_counters
 from secsock.core import ah as _ah
 from secsock.core import esp as _esp
 from secsock.core.ah import AhContext
@@ -52,7 +53,6 @@ from secsock.policy.model import Action, Direction, Level, Mode, Policy, Protoco
 from secsock.sadb.model import IPAddress, Padding, SAProtocol, SAState, SecurityAssociation
 from secsock.sadb.spd import SPD, default_spd
 from secsock.sadb.store import SAEntry, SARecord, default_sadb
-from secsock.stats import Counters, IPsecStats, process_counters
 
 __all__ = (
     "Address",

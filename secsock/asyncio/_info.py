@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from secsock._stats import IPsecStats
 from secsock.sadb.model import SAIdentity
-from secsock.stats import IPsecStats
 
 __all__ = ("IPsecInfo",)
 

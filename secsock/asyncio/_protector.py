@@ -10,7 +10,7 @@ an :class:`~secsock.sadb.store.EngineStore`, with the same rules as a secure dat
 * inbound, the SA is found by (local address, ESP, SPI); the replay window is checked before
   the ICV and committed after it; the SA's addresses must be the connection's (RFC 4301 §5.2);
 * every frame is counted in the stream's counters and the process-wide ones
-  (:func:`secsock.stats.stats`), drops by reason.
+  (:func:`secsock.stats`), drops by reason.
 
 A stream carries nothing but ESP, so its policy must be ``ipsec`` with one ``esp/transport``
 request per direction; the level only matters for ``unique`` (the reqid): there is no clear
@@ -27,6 +27,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Final
 
 from secsock import sysctl
+from secsock._stats import Counters, IPsecStats, process_counters
 from secsock.asyncio._channel import Opened
 from secsock.core import esp as _esp
 from secsock.core.esp import EspContext, PadMode
@@ -42,7 +43,6 @@ from secsock.errors import (
 from secsock.policy.model import Action, Direction, Level, Mode, Policy, Protocol, Request
 from secsock.sadb.model import Padding, SAIdentity, SAProtocol, SecurityAssociation
 from secsock.sadb.store import SAEntry
-from secsock.stats import Counters, IPsecStats, process_counters
 
 __all__ = ("ESP_OVERHEAD_MAX", "StreamPolicy", "StreamSecurity", "identity_of", "stream_policy")
 

@@ -251,7 +251,7 @@ class SecureDatagramTransport(asyncio.DatagramTransport):
     def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
         """Protect and send one datagram (an empty one too: see docs/asyncio.md).
 
-        Raises, having sent nothing, what :meth:`secsock.socket.sendto` raises for the same
+        Raises, having sent nothing, what :meth:`secsock.SecureSocket.sendto` raises for the same
         datagram: NoSAError (no SA under ``require``), PermissionError (``discard``),
         SequenceOverflowError, OSError (EMSGSIZE, EOPNOTSUPP, ...). Errors of the network
         itself go to ``protocol.error_received`` as in asyncio.

@@ -14,15 +14,15 @@ import os
 import socket as _stdlib_socket
 from collections.abc import Callable
 
+from secsock._setkey import setkey
+from secsock._socket import SecureSocket
+from secsock._stats import IPsecStats, stats
 from secsock.constants import IP_IPSEC_POLICY
 from secsock.engine import Outbound
 from secsock.errors import DropReason
 from secsock.policy.libipsec import ipsec_dump_policy, ipsec_get_policylen
 from secsock.sadb.spd import SPD
 from secsock.sadb.store import MemoryStore
-from secsock.setkey import setkey
-from secsock.socket import SecureSocket
-from secsock.stats import IPsecStats, stats
 
 __all__ = ("add_parser", "hexdump", "run_demo")
 

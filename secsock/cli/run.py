@@ -95,7 +95,7 @@ def _main(args: argparse.Namespace) -> int:
         if args.sysctl:
             sysctl.load(args.sysctl)
         if args.setkey:
-            from secsock.setkey import setkey
+            from secsock._setkey import setkey
 
             with open(args.setkey, encoding="utf-8") as f:
                 setkey(f.read())
@@ -109,9 +109,9 @@ def _main(args: argparse.Namespace) -> int:
         return run_program(command, transport=args.transport)
     finally:
         if args.stats:
+            from secsock._stats import stats
             from secsock.cli.stats import format_stats, sadb_rows
             from secsock.sadb.store import MemoryStore, default_sadb
-            from secsock.stats import stats
 
             store = default_sadb()
             rows = sadb_rows(store) if isinstance(store, MemoryStore) else []

@@ -8,7 +8,7 @@
     secsock setkey ... --show-keys  print keys in dumps (hidden by default)
 
 The stores live as long as this process, so this command is for checking scripts and seeing
-what they produce; a program loads its SAs with ``secsock.setkey.setkey()`` or ``secsock run
+what they produce; a program loads its SAs with ``secsock.setkey()`` or ``secsock run
 --setkey FILE``. Errors print ``line N, column C: ...`` on stderr and the exit status is 1.
 """
 
@@ -20,11 +20,11 @@ import sys
 import time
 from typing import Any
 
+from secsock._setkey import check_script, setkey
 from secsock._setkey_render import render_sa_dump, render_spd_dump
 from secsock.errors import SetkeyError
 from secsock.sadb.spd import SPD
 from secsock.sadb.store import MemoryStore
-from secsock.setkey import check_script, setkey
 
 __all__ = ("add_parser", "run")
 

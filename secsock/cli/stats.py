@@ -19,10 +19,10 @@ import sys
 from typing import TextIO
 
 from secsock import sysctl
+from secsock._stats import IPsecStats, stats
 from secsock.errors import SecsockError
 from secsock.sadb.model import SecurityAssociation
 from secsock.sadb.store import MemoryStore, default_sadb
-from secsock.stats import IPsecStats, stats
 
 __all__ = ("DESCRIPTIONS", "add_parser", "format_stats", "sadb_rows")
 
@@ -116,7 +116,7 @@ def _main(args: argparse.Namespace, *, stdout: TextIO | None = None,
         if args.sysctl:
             sysctl.load(args.sysctl)
         if args.setkey:
-            from secsock.setkey import setkey
+            from secsock._setkey import setkey
 
             with open(args.setkey, encoding="utf-8") as f:
                 setkey(f.read())

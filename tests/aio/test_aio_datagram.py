@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 import uvloop
 
-from secsock import stats as _stats
+from secsock import _stats
+from secsock._setkey import setkey
+from secsock._socket import socket as secure_socket
 from secsock.asyncio import IPsecInfo, create_datagram_endpoint
 from secsock.asyncio._sockview import SocketView
 from secsock.asyncio.datagram import DropInfo, SecureDatagramTransport
 from secsock.errors import DropReason, NoSAError, PolicyError
 from secsock.sadb.spd import SPD
 from secsock.sadb.store import MemoryStore
-from secsock.setkey import setkey
-from secsock.socket import socket as secure_socket
 from tests.aio.aio_helpers import GCM, SUITES, Suite, direct_store, relay_stores
 from tests.aio.aio_relay import Action, UdpRelay, weighted
 

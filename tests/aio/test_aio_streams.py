@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import pytest_asyncio
 
-from secsock import stats as _stats
+from secsock import _stats
 from secsock.asyncio import IPsecInfo, open_connection, start_server
 from secsock.asyncio._sockview import SocketView
 from secsock.errors import DropReason, IPsecStreamError, NoSAError, PolicyError

@@ -15,10 +15,10 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
+from secsock._setkey import setkey
 from secsock.sadb.model import SecurityAssociation
 from secsock.sadb.spd import SPD
 from secsock.sadb.store import MemoryStore
-from secsock.setkey import setkey
 from tests.kernel.guest.peer import bypass_policy
 from tests.kernel.kpeer_cases import Case
 from tests.kernel.kpeer_wire import AH, ESP, Frame, _parse, tamper

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import pytest
 
+from secsock._setkey import setkey
+from secsock._socket import SecureSocket
+from secsock._stats import stats as secsock_stats
 from secsock.constants import IP_IPSEC_POLICY, IPV6_IPSEC_POLICY
 from secsock.policy.libipsec import ipsec_set_policy
 from secsock.sadb.spd import SPD
 from secsock.sadb.store import MemoryStore
-from secsock.setkey import setkey
-from secsock.socket import SecureSocket
-from secsock.stats import stats as secsock_stats
 from tests.kernel.kpeer_cases import Case
 from tests.kernel.kpeer_util import wait_counter
 from tests.kernel.kpeer_wire import AH, ESP, UDP, Capture, Frame, LocalInjector, tamper

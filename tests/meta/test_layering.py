@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2] / "secsock"
 PURE_PACKAGES = ("core", "policy", "sadb")
 FORBIDDEN_MODULES = {"socket", "asyncio", "anyio", "trio", "time", "random", "secrets", "selectors"}
 # The pure layers may import each other and errors/constants, never the adapters.
-FORBIDDEN_SECSOCK = {"secsock.socket", "secsock.asyncio", "secsock.anyio", "secsock.engine", "secsock.cli"}
+FORBIDDEN_SECSOCK = {"secsock._socket", "secsock.asyncio", "secsock.anyio", "secsock.engine", "secsock.cli"}
 
 
 def _pure_files() -> list[Path]:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from secsock._setkey import check_script, parse_script, setkey
 from secsock.core.algorithms import AUTH_ALGORITHMS, ENCRYPTION_ALGORITHMS, AuthKind, CipherMode
 from secsock.errors import SequenceOverflowError, SetkeyError
 from secsock.policy.model import Direction, Level
@@ -17,7 +18,6 @@ from secsock.sadb.lifetime import Lifetime
 from secsock.sadb.model import LarvalSA, Padding, SAMode, SAProtocol, SAState, SecurityAssociation
 from secsock.sadb.spd import SPD
 from secsock.sadb.store import MemoryStore, default_sadb
-from secsock.setkey import check_script, parse_script, setkey
 from tests.sadb.sadb_helpers import Rng, addr
 
 NOW = 1700000000.0  # Nov 14 22:13:20 2023 UTC

@@ -7,11 +7,11 @@ import socket as stdlib_socket
 import time
 from typing import Any
 
+from secsock._socket import SecureSocket
 from secsock.engine import Address, EngineStore, Outbound
 from secsock.sadb.model import SAMode, SAProtocol, SecurityAssociation
 from secsock.sadb.spd import SPD
 from secsock.sadb.store import MemoryStore
-from secsock.socket import SecureSocket
 
 GCM_KEY = bytes(range(1, 21))  # aes-gcm-16, 128-bit key + 4-byte salt
 GCM_KEY2 = bytes(range(101, 121))

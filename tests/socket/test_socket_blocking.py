@@ -11,9 +11,9 @@ import threading
 
 import pytest
 
+from secsock._socket import SecureSocket
 from secsock.errors import DropReason
 from secsock.sadb.store import MemoryStore
-from secsock.socket import SecureSocket
 from tests.socket.helpers import Sockets, Tap, add_esp, both_policies
 
 LO = "127.0.0.1"
@@ -119,8 +119,8 @@ def test_timed_recv_loops_with_the_remaining_deadline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each wait after a drop gets what is left of the timeout, not a fresh one."""
-    # importlib, not "import secsock.socket as m": secsock re-exports the class as .socket
-    secmod = importlib.import_module("secsock.socket")
+    # importlib, not "import secsock._socket as m": secsock re-exports the class as .socket
+    secmod = importlib.import_module("secsock._socket")
 
     a, b, tap, p = pair
     bad = _bad_packets(a, b, tap, p)

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from secsock._patch import install, installed, patch, uninstall
+from secsock._socket import SecureSocket
+from secsock._stats import COUNTER_NAMES
 from secsock.cli.__main__ import main
 from secsock.engine import Carrier
 from secsock.sadb.spd import SPD
 from secsock.sadb.store import MemoryStore
-from secsock.socket import SecureSocket
-from secsock.stats import COUNTER_NAMES
 from tests.socket.helpers import Sockets, Tap, add_esp, spdadd
 
 ROOT = Path(__file__).resolve().parents[2]

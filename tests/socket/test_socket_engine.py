@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from secsock import sysctl
+from secsock._stats import stats as process_stats
 from secsock.engine import (
     Carrier,
     Decapsulated,
@@ -24,7 +25,6 @@ from secsock.errors import DropReason
 from secsock.policy.model import parse_policy
 from secsock.sadb.spd import SPD
 from secsock.sadb.store import MemoryStore
-from secsock.stats import stats as process_stats
 from tests.socket.helpers import GCM_KEY, SHA256_KEY, add_ah, add_esp
 
 A = "10.0.0.1"

@@ -9,13 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from secsock._socket import SecureSocket, set_ike_handler
+from secsock._stats import stats as process_stats
 from secsock.core import esp
 from secsock.core.algorithms import encryption_algorithm
 from secsock.core.upper import parse_udp_untrusted
 from secsock.engine import Carrier
 from secsock.sadb.store import MemoryStore
-from secsock.socket import SecureSocket, set_ike_handler
-from secsock.stats import stats as process_stats
 from tests.socket.helpers import GCM_KEY, Sockets, Tap, add_esp, both_policies, ip
 
 REQ = "esp/transport//require"

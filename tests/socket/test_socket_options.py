@@ -9,10 +9,10 @@ import struct
 
 import pytest
 
+from secsock._socket import SecureSocket
 from secsock.constants import IP_IPSEC_POLICY, IPV6_IPSEC_POLICY
 from secsock.policy.libipsec import ipsec_dump_policy, ipsec_get_policylen, ipsec_set_policy
 from secsock.policy.model import Policy
-from secsock.socket import SecureSocket
 from tests.socket.helpers import Sockets
 
 IP = stdlib_socket.IPPROTO_IP

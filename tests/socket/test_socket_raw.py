@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from secsock._socket import SecureSocket
 from secsock.errors import DropReason
 from secsock.sadb.store import MemoryStore
-from secsock.socket import SecureSocket
 from tests.socket.helpers import (
     GCM_KEY,
     SHA256_KEY,
@@ -175,9 +175,9 @@ def test_bundle_required_but_esp_alone_is_refused(socks: Sockets, store: MemoryS
 
 def test_raw_replay_and_forgery_are_dropped(socks: Sockets, store: MemoryStore,
                                             addr: str) -> None:
+    from secsock._stats import stats as process_stats
     from secsock.engine import Flow, IPsecEngine
     from secsock.policy.model import parse_policy
-    from secsock.stats import stats as process_stats
     from tests.socket.helpers import ip
 
     a, b = _setup(socks, store, addr, AH_REQ)
@@ -233,7 +233,7 @@ def test_raw_transport_without_privilege_says_why(tmp_path: object) -> None:
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv is not installed")
     code = (
-        "from secsock.socket import SecureSocket\n"
+        "from secsock._socket import SecureSocket\n"
         "try:\n"
         "    SecureSocket(transport='raw')\n"
         "except PermissionError as exc:\n"

@@ -29,6 +29,7 @@ from typing import Any, Final, Literal, overload
 from typing_extensions import Buffer
 
 from secsock import _transport
+from secsock._stats import IPsecStats
 from secsock._transport import (
     NetContext,
     enable_pktinfo,
@@ -54,7 +55,6 @@ from secsock.policy.libipsec import check_socket_policy
 from secsock.policy.model import Direction, Layout, Policy
 from secsock.sadb.model import SAProtocol
 from secsock.sadb.spd import SPD
-from secsock.stats import IPsecStats
 
 __all__ = (
     "POLICY_LAYOUT",
