@@ -2,8 +2,9 @@
 
 Started by init.sh (the guest's PID 1). In order it
 
-1. mounts the guest's own /proc, /sys, /run and /tmp (the root file system is the host's "/"
-   over hostfs, read-only; before this, /proc is the HOST's /proc),
+1. mounts the guest's own /proc, /sys and /run (the root file system is the host's "/"
+   over hostfs, read-only; before this, /proc is the HOST's /proc), and /tmp once the modules
+   are loaded (the rig's cache or the checkout may live under the host's /tmp),
 2. loads the XFRM/ESP/AH/crypto modules with init_module(2) (the host has no kmod for this
    kernel; the dependency order comes from the package's modules.dep),
 3. brings up ``lo`` and ``eth0`` with the IPv4 and IPv6 addresses given on the kernel command
@@ -105,7 +106,6 @@ def mount_guest_filesystems() -> None:
             raise RuntimeError("expected the guest's procfs on /proc, found none")
     mount("sysfs", "/sys", "sysfs")
     mount("tmpfs", "/run", "tmpfs")
-    mount("tmpfs", "/tmp", "tmpfs")
     # No usermode helper: a request_module() would run the host's modprobe for a kernel it
     # does not know. An empty modprobe path makes the kernel fail such requests at once.
     with open("/proc/sys/kernel/modprobe", "w") as f:
@@ -431,6 +431,9 @@ def main() -> int:
         float(os.environ.get("SECSOCK_KPEER_IDLE", "900")),
     )
     agent.loaded, agent.missing = load_modules(env("SECSOCK_KPEER_MODDIR"))
+    # The guest's own /tmp only now: the module tree (the rig's cache) or this checkout may
+    # live under the host's /tmp, which the tmpfs would hide.
+    mount("tmpfs", "/tmp", "tmpfs")
     log("modules loaded:", " ".join(agent.loaded))
     if agent.missing:
         log("modules not shipped:", " ".join(agent.missing))
