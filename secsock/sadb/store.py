@@ -7,11 +7,19 @@ Two kinds of callers use a store:
   all or nothing;
 * the engine, on every datagram (the *data path*): ``lookup_inbound`` (dst, proto, SPI) and
   ``lookup_outbound`` (src, dst, proto, mode, reqid; RFC 4301 / KAME key_allocsa_policy),
-  ``reserve_seq``, ``replay_check``/``replay_commit``, ``account``, ``acquire``, ``tick``.
+  ``reserve_seq``, ``replay_check``/``replay_commit``, ``account``, ``acquire``, ``tick``, and
+  the combined per-packet calls ``reserve_and_account`` (outbound) and ``commit_and_account``
+  (inbound, after ``replay_check`` and the ICV), one store call each way per packet;
+  ``generation`` tells a caller that caches lookups when any answer may have changed.
 
 The engine never mutates an SA itself: every change of runtime state (sequence counter, replay
 window, byte counters, state) goes through a store method, so a host-wide store shared by
 several processes, or a networked one, can stand behind the same protocol.
+
+``generation`` (MemoryStore): a number that changes after every change that can alter the answer
+of a lookup -- any admin verb or transaction, an SA's state change (dying, dead, overflowed,
+deleted), ``prefered_oldsa``. It changes *after* the change is visible, so a caller that reads
+it before a lookup and later finds it unchanged knows its cached answer still holds.
 
 Concurrency (MemoryStore): lookups take no lock (they read immutable tuples from dicts whose
 updates are atomic); each data-path operation on an SA takes that SA's own lock once; admin
@@ -29,6 +37,7 @@ import dataclasses
 import errno
 import heapq
 import hmac
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -363,6 +372,12 @@ class SAStore(SAAdmin, Protocol):
       wraps: past 2^32-1 (2^64-1 with ESN) it raises SequenceOverflowError and the SA is dead.
     * ``transaction()`` applies everything done through the yielded :class:`SAAdmin` at once
       on normal exit and nothing if the block raises.
+    * ``reserve_and_account(e, n, now)`` is ``reserve_seq(e)`` then ``account(e, n, now)`` as one
+      atomic step, and ``commit_and_account(e, seq, n, now)`` is ``replay_commit(e, seq)`` then,
+      if it succeeded, ``account(e, n, now)``: one round trip per packet each way for a store
+      behind a lock or a network.
+    * ``generation`` is cheap to read (a local value; a networked store keeps it current from
+      its change notifications) and changes after anything that can change a lookup's answer.
     """
 
     def transaction(self) -> AbstractContextManager[SAAdmin]: ...
@@ -387,6 +402,13 @@ class SAStore(SAAdmin, Protocol):
     def replay_commit(self, entry: SAEntry, seq: int) -> bool: ...
 
     def account(self, entry: SAEntry, nbytes: int, now: float) -> SAState: ...
+
+    def reserve_and_account(self, entry: SAEntry, nbytes: int, now: float) -> int: ...
+
+    def commit_and_account(self, entry: SAEntry, seq: int, nbytes: int, now: float) -> bool: ...
+
+    @property
+    def generation(self) -> int: ...
 
     def status(self, entry: SAEntry) -> SAStatus: ...
 
@@ -721,6 +743,8 @@ class MemoryStore:
         self._heap_n = 0
         self._next_due = float("inf")
         self._in_txn = False
+        self._gen_counter = itertools.count(1)
+        self._generation = 0
 
     # --- knobs -----------------------------------------------------------------------------
 
@@ -732,6 +756,17 @@ class MemoryStore:
     @prefered_oldsa.setter
     def prefered_oldsa(self, value: bool) -> None:
         self._prefered_oldsa = bool(value)
+        self._bump()
+
+    @property
+    def generation(self) -> int:
+        """Changes after every change that can alter a lookup's answer (see the module
+        docstring); a caller caching ``lookup_outbound``/``lookup_inbound`` answers compares it."""
+        return self._generation
+
+    def _bump(self) -> None:
+        # next() on an itertools.count is atomic: concurrent bumps never repeat a value
+        self._generation = next(self._gen_counter)
 
     @property
     def events_overflowed(self) -> int:
@@ -748,11 +783,17 @@ class MemoryStore:
 
     def add(self, sa: SecurityAssociation, *, now: float) -> SAEntry:
         with self._lock:
-            return self._live().add(sa, now=now)
+            try:
+                return self._live().add(sa, now=now)
+            finally:
+                self._bump()
 
     def update(self, sa: SecurityAssociation, *, now: float) -> SAEntry:
         with self._lock:
-            return self._live().update(sa, now=now)
+            try:
+                return self._live().update(sa, now=now)
+            finally:
+                self._bump()
 
     def getspi(
         self,
@@ -769,10 +810,13 @@ class MemoryStore:
         reqid: int = 0,
     ) -> LarvalSA:
         with self._lock:
-            return self._live().getspi(
-                src, dst, proto, now=now, rng=rng, hint=hint, spi_min=spi_min, spi_max=spi_max,
-                mode=mode, reqid=reqid,
-            )
+            try:
+                return self._live().getspi(
+                    src, dst, proto, now=now, rng=rng, hint=hint, spi_min=spi_min,
+                    spi_max=spi_max, mode=mode, reqid=reqid,
+                )
+            finally:
+                self._bump()
 
     def get(
         self, dst: IPAddress | str, proto: int | str, spi: int, *, src: IPAddress | str | None = None
@@ -784,15 +828,24 @@ class MemoryStore:
         self, dst: IPAddress | str, proto: int | str, spi: int, *, src: IPAddress | str | None = None
     ) -> SARecord:
         with self._lock:
-            return self._live().delete(dst, proto, spi, src=src)
+            try:
+                return self._live().delete(dst, proto, spi, src=src)
+            finally:
+                self._bump()
 
     def deleteall(self, src: IPAddress | str, dst: IPAddress | str, proto: int | str) -> int:
         with self._lock:
-            return self._live().deleteall(src, dst, proto)
+            try:
+                return self._live().deleteall(src, dst, proto)
+            finally:
+                self._bump()
 
     def flush(self, proto: int | str | None = None) -> int:
         with self._lock:
-            return self._live().flush(proto)
+            try:
+                return self._live().flush(proto)
+            finally:
+                self._bump()
 
     def dump(self, proto: int | str | None = None) -> list[SARecord]:
         with self._lock:
@@ -817,6 +870,7 @@ class MemoryStore:
                         txn._t.unlink(item)
                 self._tables = txn._t
                 txn._commit()
+                self._bump()
             finally:
                 self._in_txn = False
 
@@ -902,19 +956,61 @@ class MemoryStore:
             if last <= rt.seq_max:
                 rt.seq = last
                 return first
-            rt.state = _DEAD
-            used = rt.seq
-            event = HardExpire(
-                sa=rt.sa.identity, reason=ExpireReason.SEQUENCE, bytes=rt.bytes,
-                age=0.0 if rt.last_used is None else max(0.0, rt.last_used - rt.created),
-            )
+            event = _overflowed(rt)
+        raise self._overflow(entry, event)
+
+    def reserve_and_account(self, entry: SAEntry, nbytes: int, now: float) -> int:
+        """``reserve_seq(entry)`` and ``account(entry, nbytes, now)`` in one step: the sequence
+        number of one outbound packet of ``nbytes``, charged to the SA's lifetime.
+
+        One lock for both (the per-packet path). The sequence number has every guarantee of
+        :meth:`reserve_seq` (SequenceOverflowError or NoSAError, and then nothing is charged);
+        the charge may make the SA dying or dead *after* this packet, which is still sent,
+        exactly as ``account`` after ``reserve_seq`` does.
+        """
+        rt = entry._rt
+        with rt.lock:
+            st = rt.state
+            if st is not _MATURE and st is not _DYING:
+                raise NoSAError(f"SA {rt.sa.identity} is {st.name.lower()}, not usable")
+            seq = rt.seq + 1
+            if seq > rt.seq_max:
+                overflow = _overflowed(rt)
+            else:
+                rt.seq = seq
+                rt.bytes += nbytes
+                rt.packets += 1
+                if rt.first_used is None:
+                    rt.first_used = now
+                rt.last_used = now
+                if not rt.has_limits:
+                    return seq
+                events, dead = _evaluate(rt, now)
+                if not events:
+                    return seq
+                overflow = None
+        if overflow is not None:
+            raise self._overflow(entry, overflow)
+        self._changed(entry, events, dead)
+        return seq
+
+    def _overflow(self, entry: SAEntry, event: HardExpire) -> SequenceOverflowError:
+        """After :func:`_overflowed` (outside the SA lock): remove the SA, publish, the error."""
         self._remove(entry)
         self._hub.publish((event,))
         bits = 64 if entry.sa.esn else 32
-        raise SequenceOverflowError(
-            f"sequence counter of SA {entry.sa.identity} exhausted: last sent {used}, the "
-            f"{bits}-bit counter may not wrap; the SA is dead and was removed"
+        return SequenceOverflowError(
+            f"sequence counter of SA {entry.sa.identity} exhausted: last sent {entry._rt.seq}, "
+            f"the {bits}-bit counter may not wrap; the SA is dead and was removed"
         )
+
+    def _changed(self, entry: SAEntry, events: list[SADBEvent], dead: bool) -> None:
+        """After :func:`_evaluate` changed an SA's state (outside its lock)."""
+        if dead:
+            self._remove(entry)
+        else:
+            self._bump()
+        self._hub.publish(events)
 
     def replay_check(self, entry: SAEntry, seq_lo: int) -> int | None:
         """Before the ICV: the full (ESN-inferred) sequence number if the packet may be new,
@@ -936,6 +1032,30 @@ class MemoryStore:
                 return False
             return rt.replay.commit(seq)
 
+    def commit_and_account(self, entry: SAEntry, seq: int, nbytes: int, now: float) -> bool:
+        """``replay_commit(entry, seq)`` and, when it succeeds, ``account(entry, nbytes, now)``,
+        in one step (one lock; the per-packet path after the ICV verified). False = a
+        duplicate won the race or the SA is gone: nothing was recorded or charged."""
+        rt = entry._rt
+        with rt.lock:
+            st = rt.state
+            if st is not _MATURE and st is not _DYING:
+                return False
+            if not rt.replay.commit(seq):
+                return False
+            rt.bytes += nbytes
+            rt.packets += 1
+            if rt.first_used is None:
+                rt.first_used = now
+            rt.last_used = now
+            if not rt.has_limits:
+                return True
+            events, dead = _evaluate(rt, now)
+            if not events:
+                return True
+        self._changed(entry, events, dead)
+        return True
+
     def account(self, entry: SAEntry, nbytes: int, now: float) -> SAState:
         """Count one packet of ``nbytes`` on the SA at time ``now`` and apply its lifetimes:
         soft limit -> dying + SoftExpire, hard limit -> dead, removed + HardExpire.
@@ -954,10 +1074,8 @@ class MemoryStore:
                 return st
             events, dead = _evaluate(rt, now)
             st = rt.state
-        if dead:
-            self._remove(entry)
         if events:
-            self._hub.publish(events)
+            self._changed(entry, events, dead)
         return st
 
     def status(self, entry: SAEntry) -> SAStatus:
@@ -999,6 +1117,8 @@ class MemoryStore:
                     if acq is not None and now - acq.created >= self._blockacq_lifetime:
                         del self._acq[key]
             self._next_due = heap[0][0] if heap else float("inf")
+            if events:
+                self._bump()
         if events:
             self._hub.publish(events)
         return events
@@ -1105,6 +1225,16 @@ class MemoryStore:
         """Unlink an SA that died on the data path."""
         with self._lock:
             self._tables.unlink(entry)
+            self._bump()
+
+
+def _overflowed(rt: _Runtime) -> HardExpire:
+    """The sequence counter would pass its maximum: kill ``rt`` (caller holds rt.lock)."""
+    rt.state = _DEAD
+    return HardExpire(
+        sa=rt.sa.identity, reason=ExpireReason.SEQUENCE, bytes=rt.bytes,
+        age=0.0 if rt.last_used is None else max(0.0, rt.last_used - rt.created),
+    )
 
 
 def _evaluate(rt: _Runtime, now: float) -> tuple[list[SADBEvent], bool]:
