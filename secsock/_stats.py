@@ -166,6 +166,17 @@ class Counters:
         if self._parent is not None:
             self._parent.add(slot, n)
 
+    def chain(self, slot: int) -> tuple[itertools.count[int], ...]:
+        """The counters that one increment of ``slot`` advances: this set's, then its parent's
+        (and so on). A per-packet caller keeps the tuple and calls ``next()`` on each member,
+        which is what :meth:`add` does, without the method calls."""
+        out = [self._counts[slot]]
+        parent = self._parent
+        while parent is not None:
+            out.append(parent._counts[slot])
+            parent = parent._parent
+        return tuple(out)
+
     def drop(self, reason: DropReason) -> None:
         """Count one inbound drop: its ipsecstat counter and its per-reason count."""
         counter, per_reason = _DROP_INDICES[reason]

@@ -26,12 +26,13 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from ipaddress import IPv4Address, IPv6Address
-from typing import Final, NamedTuple, TypeAlias
+from typing import Final, NamedTuple, TypeAlias, cast
 from typing import Protocol as _TypingProtocol
 
 from secsock import sysctl
@@ -41,7 +42,13 @@ from secsock.core import esp as _esp
 from secsock.core.ah import AhContext
 from secsock.core.esp import EspContext, PadMode
 from secsock.core.ip import parse_ipv4_untrusted
-from secsock.core.upper import build_udp, parse_udp_untrusted
+from secsock.core.upper import (
+    build_udp,
+    build_udp_partial,
+    parse_udp_authenticated_untrusted,
+    parse_udp_untrusted,
+    udp_partial_sum,
+)
 from secsock.errors import (
     DropReason,
     IntegrityError,
@@ -100,6 +107,13 @@ class EngineStore(_TypingProtocol):
     def replay_commit(self, entry: SAEntry, seq: int) -> bool: ...
 
     def account(self, entry: SAEntry, nbytes: int, now: float) -> SAState: ...
+
+    def reserve_and_account(self, entry: SAEntry, nbytes: int, now: float) -> int: ...
+
+    def commit_and_account(self, entry: SAEntry, seq: int, nbytes: int, now: float) -> bool: ...
+
+    @property
+    def generation(self) -> int: ...
 
     def tick(self, now: float) -> object: ...
 
@@ -313,6 +327,59 @@ def _hexspi(spi: int | None) -> str:
     return "-" if spi is None else f"0x{spi:08x}"
 
 
+class _Route:
+    """The outbound fast path of one flow (one ESP transport SA, AEAD-style sealing): what
+    :meth:`IPsecEngine.protect_one` needs per packet, computed once. Valid while the four
+    generations it was computed under are current; ``entry`` None means "take the general
+    path" (cached too, so that a flow the fast path cannot serve costs one check)."""
+
+    __slots__ = (
+        "align", "carrier", "ctx", "entry", "esn", "fixed", "odport", "osport", "partial",
+        "policy_gen", "protocol", "sadb_gen", "spd_gen", "spi", "sysctl_gen",
+    )
+
+    def __init__(self, gens: tuple[int, int, int, int]) -> None:
+        self.sadb_gen, self.sysctl_gen, self.spd_gen, self.policy_gen = gens
+        self.entry: SAEntry | None = None
+        self.ctx: EspContext = cast(EspContext, None)  # read only once ``entry`` is set
+        self.spi = 0
+        self.esn = False
+        self.partial = 0  # the inner UDP checksum's pseudo-header and ports
+        self.fixed = 0  # ESP header + IV + pad length + next header + ICV
+        self.align = 4
+        self.carrier = _CLEAR
+        self.osport = 0
+        self.odport = 0
+        self.protocol = IPPROTO_UDP
+
+
+class _Rx:
+    """The inbound fast path of one SPI on a socket's own port (:meth:`IPsecEngine.receive_udp`):
+    the SA's entry and what the packet checks need, valid while the store's generation is
+    ``gen`` and the datagram's destination is ``dst``. ``src_ok`` is the last source address
+    object that passed the RFC 4301 §5.2 check; ``admit`` memoises the last accepted
+    (source, ports, generations) for the inbound policy check."""
+
+    __slots__ = (
+        "admit", "check_padding", "ctx", "dst", "entry", "esn", "gen", "reqid", "sa_src",
+        "src_ok", "v6",
+    )
+
+    def __init__(self, gen: int, dst: Address, entry: SAEntry, ctx: EspContext) -> None:
+        sa = entry.sa
+        self.gen = gen
+        self.dst = dst
+        self.entry = entry
+        self.ctx = ctx
+        self.esn = sa.esn
+        self.check_padding = sa.padding == _PAD_SEQ
+        self.reqid = sa.reqid
+        self.sa_src: Address = sa.src
+        self.src_ok: Address | None = None
+        self.v6 = dst.version == 6
+        self.admit: tuple[object, ...] | None = None
+
+
 # --- the engine -----------------------------------------------------------------------------
 
 
@@ -334,6 +401,16 @@ _P_ESP: Final = Protocol.ESP
 _P_AH: Final = Protocol.AH
 _P_IPCOMP: Final = Protocol.IPCOMP
 _M_TRANSPORT: Final = Mode.TRANSPORT
+_R_REPLAY: Final = DropReason.REPLAY
+_R_AUTH: Final = DropReason.AUTH_FAILED
+_R_POLICY: Final = DropReason.POLICY
+_R_BAD_INNER: Final = DropReason.BAD_INNER
+_R_DUMMY: Final = DropReason.DUMMY
+_sysctl_generation: Final = sysctl.generation
+_tnew: Final = tuple.__new__
+_esp_seal: Final = _esp.seal
+_esp_open: Final = _esp.open_untrusted
+_spi_seq: Final = struct.Struct("!II").unpack_from
 
 
 class IPsecEngine:
@@ -381,6 +458,11 @@ class IPsecEngine:
         self._c_out_seqoverflow = c("out_seqoverflow")
         self._c_in_success = c("in_success")
         self._c_in_clear = c("in_clear")
+        # the per-packet increments: this engine's counter and the process-wide one
+        self._n_out_success = self._counters.chain(self._c_out_success)
+        self._n_in_success = self._counters.chain(self._c_in_success)
+        self._routes: dict[object, _Route] = {}
+        self._rx: dict[int, _Rx] = {}
 
     # --- configuration ----------------------------------------------------------------------
     @property
@@ -550,15 +632,93 @@ class IPsecEngine:
         """:meth:`protect` for callers that send one datagram (the sockets): no list."""
         sadb = self._sadb
         sadb.tick(now)
+        route = self._routes.get(flow.key)
+        if (
+            route is None
+            or route.sadb_gen != sadb.generation
+            or route.sysctl_gen != _sysctl_generation()
+            or route.spd_gen != self._spd.generation
+            or route.policy_gen != self._policy_version
+        ):
+            route = self._route(flow)
+        entry = route.entry
+        if entry is None:
+            return self._protect_general(flow, payload, now)
+        # The fast path: one ESP transport SA, sealed with a sequence-derived IV and the
+        # default padding. The segment first (an oversized payload raises ValueError before a
+        # sequence number is spent), then the sequence number and the lifetime charge in one
+        # store call, then ESP.
+        seg = build_udp_partial(route.partial, flow.sport, flow.dport, payload)
+        n = len(seg)
+        try:
+            seq = sadb.reserve_and_account(entry, route.fixed + n + (-(n + 2) % route.align),
+                                           now)
+        except SequenceOverflowError:
+            self._counters.add(self._c_out_seqoverflow)
+            raise
+        except NoSAError:  # the SA died since the route was computed
+            self._counters.add(self._c_out_nosa)
+            raise
+        spi = route.spi
+        data = _esp_seal(route.ctx, spi=spi, seq=seq, payload=seg, next_header=IPPROTO_UDP,
+                         esn=route.esn)
+        for counter in self._n_out_success:
+            next(counter)
+        out: Outbound = _tnew(Outbound, (route.carrier, data, flow.src, flow.dst, route.osport,
+                                         route.odport, route.protocol, False, spi, seq))
+        return out
+
+    def _route(self, flow: Flow) -> _Route:
+        """Compute (and cache) the outbound fast path of ``flow``, or a route that says "take
+        the general path". The generations are read before anything is looked up."""
+        sadb = self._sadb
+        route = _Route((sadb.generation, _sysctl_generation(), self._spd.generation,
+                        self._policy_version))
+        if len(self._routes) >= _CACHE_MAX:
+            self._routes.clear()
+        self._routes[flow.key] = route
+        req = self._decide(_OUT, flow).single_esp
+        if req is None:
+            return route
+        entry = sadb.lookup_outbound(flow.src, flow.dst, IPPROTO_ESP, _M_TRANSPORT, req.reqid)
+        if entry is None:
+            return route
+        sa, ctx = entry.sa, entry.crypto
+        if (
+            not isinstance(ctx, EspContext)
+            or ctx.needs_random_iv
+            or sa.padding != _PAD_SEQ
+            or sysctl.get(_tree(flow.src.version) + "esp_randpad") > 0
+        ):
+            return route
+        if sa.natt:
+            route.carrier, route.osport, route.odport = _NATT, sa.natt_sport or 0, sa.natt_dport or 0
+        elif self._transport is _T_UDP:
+            route.carrier, route.osport, route.odport = _UDP, flow.sport, flow.dport
+        else:
+            route.carrier, route.protocol = _IP, IPPROTO_ESP
+        route.ctx = ctx
+        route.spi = sa.spi
+        route.esn = sa.esn
+        route.partial = udp_partial_sum(flow.src_p, flow.dst_p, flow.sport, flow.dport)
+        route.fixed = 8 + ctx.iv_len + 2 + ctx.icv_len
+        route.align = ctx.align
+        route.entry = entry
+        return route
+
+    def _protect_general(self, flow: Flow, payload: bytes, now: float) -> Outbound:
+        """Every case the route cannot serve: clear, discard, missing SAs, bundles, AH, CBC,
+        random padding, TFC padding."""
+        sadb = self._sadb
         decision = self._decide(_OUT, flow)
         req = decision.single_esp
         if req is not None:
-            # The common case, one ESP transport request with an SA: the same steps as the
-            # general path below, without its per-request bookkeeping.
+            # One ESP transport request with an SA that needs what the route cannot give.
             entry = sadb.lookup_outbound(flow.src, flow.dst, IPPROTO_ESP, _M_TRANSPORT,
                                          req.reqid)
             if entry is not None:
                 sa = entry.sa
+                segment = build_udp(flow.src_p, flow.dst_p, flow.sport, flow.dport, payload)
                 try:
                     seq = sadb.reserve_seq(entry)
                 except SequenceOverflowError:
@@ -567,11 +727,7 @@ class IPsecEngine:
                 except NoSAError:
                     self._counters.add(self._c_out_nosa)
                     raise
-                data = self._seal_esp(
-                    entry, sa, seq,
-                    build_udp(flow.src_p, flow.dst_p, flow.sport, flow.dport, payload),
-                    IPPROTO_UDP, flow.src.version,
-                )
+                data = self._seal_esp(entry, sa, seq, segment, IPPROTO_UDP, flow.src.version)
                 sadb.account(entry, len(data), now)
                 self._counters.add(self._c_out_success)
                 if sa.natt:
@@ -777,6 +933,8 @@ class IPsecEngine:
         IPv4 header, as raw IPv4 sockets deliver it). ``src``/``sport`` are the remote end,
         ``dst``/``dport`` the local one, as seen on the outer packet.
         """
+        if carrier is _UDP:
+            return self.receive_udp(packet, src, dst, sport, dport, now)
         result = self.decapsulate(
             packet, carrier=carrier, src=src, dst=dst, sport=sport, dport=dport,
             protocol=protocol, header_included=header_included, now=now,
@@ -784,6 +942,109 @@ class IPsecEngine:
         if isinstance(result, Dropped):
             return result
         return self.admit(result, now=now)
+
+    def receive_udp(
+        self, packet: bytes, src: Address, dst: Address, sport: int, dport: int, now: float
+    ) -> Delivered | Dropped:
+        """``receive(packet, carrier=Carrier.UDP, ...)`` with positional arguments: a datagram
+        that arrived on the socket's own port (the per-packet call of the sockets).
+
+        ESP for an inbound SA of ``dst`` takes a fast path with exactly the general path's
+        steps and drops: the SA from a per-SPI cache checked against the store's generation,
+        the replay check before the ICV, ``commit_and_account`` after it, the SA's addresses,
+        the inner UDP header, the inbound policy (memoised per SPI for the last accepted
+        source and ports, checked against the generations of the sysctls, the SPD and the
+        socket policies). Anything else is a clear datagram for :meth:`admit`.
+        """
+        if type(packet) is not bytes:
+            packet = bytes(packet)
+        sadb = self._sadb
+        sadb.tick(now)
+        if len(packet) < 8:
+            return self.admit(Decapsulated(packet, src, dst, sport, dport, ()), now=now)
+        spi, seq_lo = _spi_seq(packet)
+        rx = self._rx.get(spi)
+        if rx is None or rx.gen != sadb.generation or (rx.dst is not dst and rx.dst != dst):
+            rx = self._rx_for(spi, dst) if spi >= 256 else None
+            if rx is None:  # not ESP for us: a clear datagram on the socket's port
+                return self.admit(Decapsulated(packet, src, dst, sport, dport, ()), now=now)
+        entry = rx.entry
+        seq = sadb.replay_check(entry, seq_lo)
+        if seq is None:
+            return self._drop(_R_REPLAY, spi, seq_lo, "replayed or outside the window")
+        try:
+            opened = _esp_open(rx.ctx, packet, seq_hi=seq >> 32, esn=rx.esn,
+                               check_padding=rx.check_padding)
+        except IntegrityError as exc:
+            return self._drop(_R_AUTH, spi, seq, str(exc))
+        except MalformedPacket as exc:
+            return self._drop(exc.reason, spi, seq, str(exc))
+        if not sadb.commit_and_account(entry, seq, len(packet), now):
+            return self._drop(_R_REPLAY, spi, seq, "replayed (lost a race)")
+        if src is not rx.src_ok:  # RFC 4301 §5.2; dst matched the SA in the lookup
+            if rx.sa_src != src:
+                return self._drop(_R_POLICY, spi, seq,
+                                  f"SA {rx.sa_src}->{rx.dst} does not match datagram "
+                                  f"{src}->{dst}")
+            rx.src_ok = src
+        nh, inner, _pad = opened
+        if nh != IPPROTO_UDP:
+            if nh == _NH_NONE:
+                return self._drop(_R_DUMMY, spi, seq, "next header 59 (dummy)")
+            return self._drop(_R_BAD_INNER, spi, seq,
+                              f"inner next header {nh}, a UDP socket takes 17")
+        n = len(inner)
+        if n >= 8:  # TFC padding after the UDP datagram (RFC 4303 §2.7): trim to its length
+            ulen = inner[4] << 8 | inner[5]
+            if 8 <= ulen < n:
+                inner = inner[:ulen]
+        try:
+            # No checksum arithmetic: ESP's ICV authenticated every octet of the segment (and
+            # NAT may have changed the addresses, RFC 3948 §3.1.2), as Linux does for ESP-in-UDP.
+            isport, idport, payload = parse_udp_authenticated_untrusted(inner, rx.v6)
+        except MalformedPacket as exc:
+            return self._drop(exc.reason, spi, seq, str(exc))
+        if idport != dport:
+            return self._drop(_R_BAD_INNER, spi, seq,
+                              f"inner UDP port {idport} is not this socket's port {dport}")
+        applied = (_tnew(Applied, (_P_ESP, spi, seq, rx.reqid, False)),)
+        memo = rx.admit
+        if (
+            memo is None
+            or memo[0] is not src
+            or memo[1] != isport
+            or memo[2] != idport
+            or memo[3] != _sysctl_generation()
+            or memo[4] != self._spd.generation
+            or memo[5] != self._policy_version
+        ):
+            memo = (src, isport, idport, _sysctl_generation(), self._spd.generation,
+                    self._policy_version)
+            result = self.admit(Decapsulated(payload, src, dst, isport, idport, applied),
+                                now=now)
+            if type(result) is Delivered:
+                rx.admit = memo
+            return result
+        for counter in self._n_in_success:
+            next(counter)
+        delivered: Delivered = _tnew(Delivered, (payload, src, dst, isport, idport, applied))
+        return delivered
+
+    def _rx_for(self, spi: int, dst: Address) -> _Rx | None:
+        """The inbound fast-path record of (dst, ESP, spi), cached; None when there is no SA
+        (the generation is read before the lookup)."""
+        gen = self._sadb.generation
+        entry = self._sadb.lookup_inbound(dst, SAProtocol.ESP, spi)
+        if entry is None:
+            return None
+        ctx = entry.crypto
+        if not isinstance(ctx, EspContext):  # pragma: no cover - a store bug
+            return None
+        rx = _Rx(gen, dst, entry, ctx)
+        if len(self._rx) >= _CACHE_MAX:
+            self._rx.clear()
+        self._rx[spi] = rx
+        return rx
 
     def _drop(
         self, reason: DropReason, spi: int | None = None, seq: int | None = None,
@@ -929,9 +1190,8 @@ class IPsecEngine:
             raise _DropSignal(DropReason.AUTH_FAILED, spi, seq, str(exc)) from None
         except MalformedPacket as exc:
             raise _DropSignal(exc.reason, spi, seq, str(exc)) from None
-        if not sadb.replay_commit(entry, seq):
+        if not sadb.commit_and_account(entry, seq, len(packet), now):
             raise _DropSignal(DropReason.REPLAY, spi, seq, "replayed (lost a race)")
-        sadb.account(entry, len(packet), now)
         self._check_sa_addresses(sa, src, dst, seq)
         applied.append(Applied(_P_ESP, spi, seq, sa.reqid, natt))
         return opened.payload, opened.next_header
@@ -978,9 +1238,8 @@ class IPsecEngine:
             raise _DropSignal(DropReason.AUTH_FAILED, spi, seq, str(exc)) from None
         except MalformedPacket as exc:
             raise _DropSignal(exc.reason, spi, seq, str(exc)) from None
-        if not sadb.replay_commit(entry, seq):
+        if not sadb.commit_and_account(entry, seq, len(packet), now):
             raise _DropSignal(DropReason.REPLAY, spi, seq, "replayed (lost a race)")
-        sadb.account(entry, len(packet), now)
         self._check_sa_addresses(sa, src, dst, seq)
         applied.append(Applied(_P_AH, spi, seq, sa.reqid, False))
         return result.payload, result.next_header
