@@ -405,10 +405,12 @@ class SecureByteStream(ByteStream):
                 raise ClosedResourceError
             if self._error is not None:
                 raise self._error
-            frames = self._conn.send(item, now=time.time())  # local errors raise here
+            pieces = self._conn.send_pieces(item, now=time.time())  # local errors raise here
+            if not pieces:
+                return
+            wire = b"".join(pieces)  # whole frames, sent in one call
             with anyio.CancelScope(shield=True):
-                for frame in frames:
-                    await self._transport.send(frame)
+                await self._transport.send(wire)
 
     async def send_eof(self) -> None:
         with self._send_guard:

@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 from secsock.core.framing.tcp_encap import FrameDecoder, FrameKind
-from secsock.core.framing.tcp_encap import frame as _frame
 from secsock.errors import DropReason, IPsecStreamError, MalformedPacket
 
 __all__ = (
@@ -88,8 +88,9 @@ class StreamProtector(Protocol):
         """The largest inner segment whose ESP packet fits one RFC 8229 frame."""
         ...
 
-    def seal(self, segment: bytes, *, now: float) -> bytes:
-        """One ESP packet (next header 6) carrying ``segment``; raises local errors (NoSAError...)."""
+    def seal(self, segments: Sequence[bytes], *, now: float) -> list[bytes]:
+        """One ESP packet (next header 6) per segment, in order; raises local errors
+        (NoSAError...) before returning anything."""
         ...
 
     def open(self, packet: bytes, *, now: float) -> Opened | tuple[DropReason, str]:
@@ -266,41 +267,86 @@ class SecureStreamConnection:
             checksum=self._checksum,
         )
 
-    def send(self, data: bytes | bytearray | memoryview, *, now: float) -> list[bytes]:
-        """The wire bytes for ``data``: one element per whole frame (the prefix rides on the
-        first), to be written to the transport one element per write call, in order.
+    def send_pieces(self, data: bytes | bytearray | memoryview, *, now: float) -> list[bytes]:
+        """The wire bytes for ``data`` as a list of buffers whose concatenation is whole frames
+        (after the prefix, on the first send): pass them to the transport in *one* call
+        (``writelines``, or ``write`` of their join), so that no frame is ever half sent.
 
-        Raises the engine's local errors (e.g. :class:`~secsock.errors.NoSAError`) before any
-        state changes, so a failed send leaves nothing half-sent. Empty ``data`` gives [].
+        A chunk larger than :attr:`max_chunk` is split into the fewest frames that hold it, of
+        equal size (a 64 KiB write: two of 32 KiB). Raises the engine's local errors (e.g.
+        :class:`~secsock.errors.NoSAError`) before any state changes. Empty ``data`` gives [].
         """
         if self._fin_sent:
             raise BrokenPipeError("cannot send after the end of the stream was sent")
         view = memoryview(data)
+        if view.itemsize != 1 or view.ndim != 1 or not view.c_contiguous:
+            view = memoryview(view.tobytes())
         n = len(view)
         if not n:
             return []
-        frames: list[bytes] = []
+        k = -(-n // self._chunk)
+        size, longer = divmod(n, k)  # the first `longer` segments get one byte more
         offset = self._sent
-        seal = self._protector.seal
-        segment = self._segment
-        chunk = self._chunk
-        for start in range(0, n, chunk):
-            part = view[start : start + chunk]
-            frames.append(_frame(seal(segment(part, offset, FLAG_ACK | FLAG_PSH), now=now)))
-            offset += len(part)
-        if self._prefix_pending:
-            self._prefix_pending = False
-            frames[0] = PREFIX + frames[0]
-        self._sent = offset
+        segments: list[bytes] = []
+        if self._checksum:
+            segment = self._segment
+            start = 0
+            for i in range(k):
+                end = start + size + (i < longer)
+                segments.append(segment(view[start:end], offset + start, FLAG_ACK | FLAG_PSH))
+                start = end
+        else:
+            pack = _TCP.pack
+            sport = self._sport
+            dport = self._dport
+            ack = self._received % _MOD32
+            start = 0
+            for i in range(k):
+                end = start + size + (i < longer)
+                segments.append(
+                    pack(sport, dport, (offset + start) % _MOD32, ack, _DATA_OFFSET_5,
+                         FLAG_ACK | FLAG_PSH, _WINDOW, 0, 0)
+                    + view[start:end]
+                )
+                start = end
+        packets = self._protector.seal(segments, now=now)
+        pieces: list[bytes] = [PREFIX] if self._prefix_pending else []
+        length = _LEN.pack
+        for packet in packets:
+            if len(packet) > MAX_ESP_PACKET:
+                raise ValueError(
+                    f"expected ESP packets of at most {MAX_ESP_PACKET} bytes, found {len(packet)}"
+                )
+            pieces.append(length(len(packet) + 2))
+            pieces.append(packet)
+        self._prefix_pending = False
+        self._sent = offset + n
         self.bytes_sent += n
-        self.frames_sent += len(frames)
+        self.frames_sent += k
+        return pieces
+
+    def send(self, data: bytes | bytearray | memoryview, *, now: float) -> list[bytes]:
+        """The wire bytes for ``data``: one element per whole frame (the prefix rides on the
+        first), each to be written to the transport in one call, in order.
+
+        Raises the engine's local errors (e.g. :class:`~secsock.errors.NoSAError`) before any
+        state changes, so a failed send leaves nothing half-sent. Empty ``data`` gives [].
+        """
+        pieces = self.send_pieces(data, now=now)
+        first = 1 if pieces and pieces[0] is PREFIX else 0
+        frames = [pieces[i] + pieces[i + 1] for i in range(first, len(pieces), 2)]
+        if first:
+            frames[0] = PREFIX + frames[0]
         return frames
 
     def send_eof(self, *, now: float) -> bytes:
         """The authenticated end-of-stream segment (inner FIN); b"" if already sent."""
         if self._fin_sent:
             return b""
-        wire = _frame(self._protector.seal(self._segment(b"", self._sent, FLAG_ACK | FLAG_FIN), now=now))
+        (packet,) = self._protector.seal(
+            [self._segment(b"", self._sent, FLAG_ACK | FLAG_FIN)], now=now
+        )
+        wire = _LEN.pack(len(packet) + 2) + packet
         self._fin_sent = True
         self.frames_sent += 1
         if self._prefix_pending:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Final
@@ -41,19 +41,22 @@ from secsock.errors import (
     SequenceOverflowError,
 )
 from secsock.policy.model import Action, Direction, Level, Mode, Policy, Protocol, Request
-from secsock.sadb.model import Padding, SAIdentity, SAProtocol, SecurityAssociation
+from secsock.sadb.model import Padding, SAIdentity, SAProtocol, SAState, SecurityAssociation
 from secsock.sadb.store import SAEntry
 
 __all__ = ("ESP_OVERHEAD_MAX", "StreamPolicy", "StreamSecurity", "identity_of", "stream_policy")
 
 #: The most ESP adds to a payload with any registered algorithm: SPI+seq 8, IV 16 (CBC),
-#: padding 15 (16-byte blocks), pad length and next header 2, ICV 32 (HMAC-SHA-512).
-ESP_OVERHEAD_MAX: Final = 8 + 16 + 15 + 2 + 32
+#: padding 255 (the Pad Length field's limit, reached with the esp_randpad sysctl; 15 without
+#: it), pad length and next header 2, ICV 32 (HMAC-SHA-512).
+ESP_OVERHEAD_MAX: Final = 8 + 16 + 255 + 2 + 32
 _MAX_SEGMENT: Final = 0xFFFF - 2 - ESP_OVERHEAD_MAX
 _TRANSPORT: Final = int(Mode.TRANSPORT)
 _ESP: Final = int(SAProtocol.ESP)
 _NH_TCP: Final = 6
 _NH_NONE: Final = 59
+_MATURE: Final = SAState.MATURE
+_DYING: Final = SAState.DYING
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,43 +235,67 @@ class StreamSecurity:
             )
         return entry
 
-    def seal(self, segment: bytes, *, now: float) -> bytes:
-        entry = self.select(now=now)
-        sa = entry.sa
-        ctx = entry.crypto
-        if not isinstance(ctx, EspContext):  # pragma: no cover - the store gave an AH entry
-            raise TypeError(f"SA 0x{sa.spi:08x} has no ESP context")
+    def seal(self, segments: Sequence[bytes], *, now: float) -> list[bytes]:
+        """One ESP packet (next header 6) per segment, in order, on consecutive sequence
+        numbers; raises local errors (NoSAError, ...) with nothing to send.
+
+        The SA is selected once for all of them, and its sequence numbers are reserved in one
+        call; only when an SA dies on the way (a hard lifetime reached by these very packets)
+        is the next one selected for the rest.
+        """
         sadb = self._sadb
-        try:
-            seq = sadb.reserve_seq(entry)
-        except SequenceOverflowError:
-            self.counters.add(self._c_out_seqoverflow)
-            raise
-        except SecsockError as exc:  # the SA died between selection and use
-            self.counters.add(self._c_out_inval)
-            raise OSError(
-                errno.EINVAL, f"SA 0x{sa.spi:08x} cannot be used: {exc}; nothing was sent"
-            ) from None
-        rng = self._rng
-        randpad = sysctl.get(self._tree + "esp_randpad")
-        packet = _esp.seal(
-            ctx,
-            spi=sa.spi,
-            seq=seq,
-            payload=segment,
-            next_header=_NH_TCP,
-            esn=sa.esn,
-            iv=rng(ctx.iv_len) if ctx.needs_random_iv else None,
-            padding=PadMode(int(sa.padding)),
-            random_pad=rng(255) if sa.padding is Padding.RANDOM else None,
-            pad_to=max(0, randpad),
-        )
-        sadb.account(entry, len(packet), now)
-        self.counters.add(self._c_out_success)
-        if sa is not self._last_out_sa:
-            self._last_out_sa = sa
-            self.last_out = identity_of(sa)
-        return packet
+        account = sadb.account
+        packets: list[bytes] = []
+        k = len(segments)
+        i = 0
+        while i < k:
+            entry = self.select(now=now)
+            sa = entry.sa
+            ctx = entry.crypto
+            if not isinstance(ctx, EspContext):  # pragma: no cover - the store gave an AH entry
+                raise TypeError(f"SA 0x{sa.spi:08x} has no ESP context")
+            try:
+                seq = sadb.reserve_seq(entry, k - i)
+            except SequenceOverflowError:
+                self.counters.add(self._c_out_seqoverflow)
+                raise
+            except SecsockError as exc:  # the SA died between selection and use
+                self.counters.add(self._c_out_inval)
+                raise OSError(
+                    errno.EINVAL, f"SA 0x{sa.spi:08x} cannot be used: {exc}; nothing was sent"
+                ) from None
+            if sa is not self._last_out_sa:
+                self._last_out_sa = sa
+                self.last_out = identity_of(sa)
+            spi = sa.spi
+            esn = sa.esn
+            padding = PadMode(int(sa.padding))
+            random_padding = sa.padding is Padding.RANDOM
+            random_iv = ctx.needs_random_iv
+            rng = self._rng
+            pad_to = max(0, sysctl.get(self._tree + "esp_randpad"))
+            seal = _esp.seal
+            while i < k:
+                packet = seal(
+                    ctx,
+                    spi=spi,
+                    seq=seq,
+                    payload=segments[i],
+                    next_header=_NH_TCP,
+                    esn=esn,
+                    iv=rng(ctx.iv_len) if random_iv else None,
+                    padding=padding,
+                    random_pad=rng(255) if random_padding else None,
+                    pad_to=pad_to,
+                )
+                packets.append(packet)
+                i += 1
+                seq += 1
+                state = account(entry, len(packet), now)
+                if state is not _MATURE and state is not _DYING:
+                    break  # a hard lifetime ended it: the rest go on the next SA
+        self.counters.add(self._c_out_success, k)
+        return packets
 
     # -- inbound -----------------------------------------------------------------------------
 

@@ -73,15 +73,16 @@ class _SecureStreamTransport(asyncio.Transport):
             raise BrokenPipeError("write() after write_eof() on a secure stream")
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Seal ``data`` into whole frames and pass each to TCP in one write call.
+        """Seal ``data`` into whole frames and pass them all to TCP in one call.
 
         Raises (before anything is sent) if the connection was lost or aborted, or if the SADB
         refuses the send (NoSAError, SequenceOverflowError, ...).
         """
         self._check_writable()
-        write = self._tcp.write
-        for frame in self._conn.send(data, now=_now()):
-            write(frame)
+        pieces = self._conn.send_pieces(data, now=_now())
+        if pieces:
+            # One call for all of them: asyncio joins them, uvloop hands them to writev.
+            self._tcp.writelines(pieces)
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
         self.write(b"".join(list_of_data))

@@ -1,0 +1,168 @@
+"""How secure streams cut writes into RFC 8229 frames and hand them to TCP.
+
+The throughput work (docs/asyncio.md, "Performance") changed how frames are built; these tests
+pin down what must not change with it: every frame fits its 16-bit length whatever padding the
+SA and the esp_randpad sysctl ask for, a write becomes the fewest frames of equal size, and a
+write reaches the TCP transport as whole frames in one call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import struct
+from typing import Any
+
+import pytest
+
+from secsock import sysctl
+from secsock.asyncio import open_connection, start_server
+from secsock.asyncio._channel import PREFIX, SecureStreamConnection
+from secsock.asyncio._protector import StreamSecurity, stream_policy
+from secsock.policy.model import Policy
+from secsock.sadb.store import MemoryStore
+from tests.aio.aio_helpers import SUITES, Suite, direct_store
+
+POLICY = "out ipsec esp/transport//require"
+A, B = "127.0.0.1", "127.0.0.2"
+NOW = 1_700_000_000.0
+
+
+def _pair(
+    suite: Suite = SUITES[0], store: MemoryStore | None = None
+) -> tuple[SecureStreamConnection, SecureStreamConnection]:
+    if store is None:
+        store = direct_store(A, B, suite=suite)
+    policy = stream_policy((Policy.parse(POLICY),), store)
+    ca = StreamSecurity(sadb=store, policy=policy, local=(A, 40000), peer=(B, 4500))
+    cb = StreamSecurity(sadb=store, policy=policy, local=(B, 4500), peer=(A, 40000))
+    client = SecureStreamConnection(ca, local=(A, 40000), peer=(B, 4500), initiator=True)
+    server = SecureStreamConnection(cb, local=(B, 4500), peer=(A, 40000), initiator=False)
+    return client, server
+
+
+def _frames(wire: bytes) -> list[int]:
+    """The frame lengths of ``wire`` (prefix stripped), which must end on a frame boundary."""
+    wire = wire.removeprefix(PREFIX)
+    lengths: list[int] = []
+    pos = 0
+    while pos < len(wire):
+        (length,) = struct.unpack_from("!H", wire, pos)
+        assert length >= 2
+        lengths.append(length)
+        pos += length
+    assert pos == len(wire), "the wire must end on a frame boundary"
+    return lengths
+
+
+def test_a_64_kib_write_is_two_frames_of_equal_size() -> None:
+    client, server = _pair()
+    data = random.Random(5).randbytes(65536)
+    pieces = client.send_pieces(data, now=NOW)
+    wire = b"".join(pieces)
+    assert wire.startswith(PREFIX)
+    lengths = _frames(wire)
+    assert len(lengths) == 2
+    assert lengths[0] == lengths[1]
+    payloads, error = server.receive_data(wire, now=NOW)
+    assert error is None
+    assert [len(p) for p in payloads] == [32768, 32768]
+    assert b"".join(payloads) == data
+
+
+@pytest.mark.parametrize("n", [1, 1000, 65535, 65536, 130_401, 200_000, 1 << 20])
+def test_a_write_is_the_fewest_frames_of_nearly_equal_size(n: int) -> None:
+    client, server = _pair()
+    data = random.Random(n).randbytes(n)
+    wire = b"".join(client.send_pieces(data, now=NOW))
+    lengths = _frames(wire)
+    assert len(lengths) == -(-n // client.max_chunk)
+    assert max(lengths) - min(lengths) <= 1
+    payloads, error = server.receive_data(wire, now=NOW)
+    assert error is None
+    assert b"".join(payloads) == data
+    assert max(len(p) for p in payloads) <= client.max_chunk
+
+
+@pytest.mark.parametrize("suite", SUITES, ids=lambda s: s.name)
+def test_frames_fit_with_the_most_padding_esp_randpad_asks_for(suite: Suite) -> None:
+    # esp_randpad pads every ESP packet shorter than its value with up to 255 bytes; a frame
+    # of max_chunk bytes must still fit the 16-bit length.
+    client, server = _pair(suite)
+    data = random.Random(9).randbytes(3 * client.max_chunk)
+    with sysctl.override({"net.inet.ipsec.esp_randpad": 65535}):
+        pieces = client.send_pieces(data, now=NOW)
+    wire = b"".join(pieces)
+    lengths = _frames(wire)
+    assert len(lengths) == 3
+    assert all(length <= 65535 for length in lengths)
+    payloads, error = server.receive_data(wire, now=NOW)
+    assert error is None
+    assert b"".join(payloads) == data
+
+
+def test_send_is_the_frames_of_send_pieces() -> None:
+    client, _ = _pair()
+    twin, _ = _pair()
+    data = random.Random(3).randbytes(150_000)
+    frames = client.send(data, now=NOW)
+    assert frames[0].startswith(PREFIX)
+    assert [len(f) for f in frames[1:]] == _frames(b"".join(frames[1:]))
+    assert len(frames) == 3
+    # The same stream state gives the same bytes (the AEAD IV is the sequence number).
+    assert b"".join(frames) == b"".join(twin.send_pieces(data, now=NOW))
+
+
+class _Recorder:
+    """Wraps a TCP transport and records every write-side call."""
+
+    def __init__(self, tcp: Any) -> None:
+        self.tcp = tcp
+        self.calls: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(bytes(data))
+        self.tcp.write(data)
+
+    def writelines(self, pieces: list[bytes]) -> None:
+        self.calls.append(b"".join(pieces))
+        self.tcp.writelines(pieces)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tcp, name)
+
+
+@pytest.mark.asyncio
+async def test_each_write_reaches_tcp_as_whole_frames_in_one_call() -> None:
+    store = direct_store(A, B)
+    accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await accepted.put((r, w))
+
+    server = await start_server(handler, B, 0, policy=POLICY, sadb=store)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        _, writer = await open_connection(B, port, policy=POLICY, sadb=store, local_addr=(A, 0))
+        s_reader, s_writer = await accepted.get()
+        transport: Any = writer.transport
+        recorder = _Recorder(transport._tcp)
+        transport._tcp = recorder
+        rng = random.Random(8)
+        chunks = [rng.randbytes(n) for n in (70_000, 1, 65536, 300_000)]
+        for c in chunks:
+            writer.write(c)
+        writer.write_eof()
+        assert len(recorder.calls) == len(chunks) + 1  # one call per write, one for the FIN
+        assert recorder.calls[0].startswith(PREFIX)
+        for call, chunk in zip(recorder.calls, chunks, strict=False):
+            assert len(_frames(call)) == -(-len(chunk) // transport._conn.max_chunk)
+        got = bytearray()
+        while data := await s_reader.read(1 << 20):
+            got += data
+        assert bytes(got) == b"".join(chunks)
+        writer.close()
+        s_writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
