@@ -81,6 +81,8 @@ _ANC_SIZE: Final = _stdlib_socket.CMSG_SPACE(32)
 
 # Indirections the tests replace to drive the timeout logic with a fake clock.
 _monotonic = time.monotonic
+_time: Final = time.time  # SA lifetimes are wall-clock (the SADB's ``now``)
+_CARRIER_UDP: Final = int(Carrier.UDP)
 _poll = select.poll
 
 #: The sadb_x_policy layout setsockopt/getsockopt use (the default of ``ipsec_set_policy``).
@@ -410,26 +412,31 @@ class SecureSocket(_stdlib_socket.socket):
         return self._send(data, flags, address)
 
     def _send(self, data: Buffer, flags: int, address: object) -> int:
-        if self._net is None:
-            raise OSError(errno.EBADF, "Bad file descriptor")
-        payload = bytes(data)
+        payload = data if type(data) is bytes else bytes(data)
         try:
-            hit = self._flows.get(address)
+            hit = self._flows.get(address)  # emptied by close(), so a closed socket misses
         except TypeError:  # an unhashable address: let _flow_to complain
             hit = None
-        flow, sa = hit if hit is not None else self._flow_to(address)
+        if hit is None:
+            if self._net is None:
+                raise OSError(errno.EBADF, "Bad file descriptor")
+            hit = self._flow_to(address)
+        flow, sa = hit
         try:
-            out = self._engine.protect_one(flow, payload, now=time.time())
+            out = self._engine.protect_one(flow, payload, now=_time())
         except ValueError as exc:  # a datagram too big for UDP, say
             raise OSError(errno.EMSGSIZE, str(exc)) from None
         tap = self._wire_tap
         if tap is not None:
             tap(out)
-        if out.carrier <= Carrier.UDP:  # CLEAR or UDP: from this socket's own port
+        if out[0] <= _CARRIER_UDP:  # CLEAR or UDP: from this socket's own port
             try:
-                _c_sendto(self, out.data, flags & ~MSG_DONTWAIT, sa)
+                if flags:
+                    _c_sendto(self, out[1], flags & ~MSG_DONTWAIT, sa)
+                else:
+                    _c_sendto(self, out[1], sa)
             except (BlockingIOError, InterruptedError):
-                self._emit_blocking(out.data, flags, sa)
+                self._emit_blocking(out[1], flags, sa)
         else:
             self._emit(out)
         return len(payload)
@@ -488,7 +495,7 @@ class SecureSocket(_stdlib_socket.socket):
                     item = inbox.popleft()
                 except IndexError:  # another thread took it
                     continue
-                result = engine.admit(item, now=time.time())
+                result = engine.admit(item, now=_time())
                 if isinstance(result, Delivered) and self._from_peer(result):
                     return self._peek_keep(result, flags), self._app_address(result, None), []
                 continue
@@ -519,10 +526,9 @@ class SecureSocket(_stdlib_socket.socket):
                 dst = pktinfo_destination(anc)
                 if dst is None:  # pragma: no cover - the kernel always sends it
                     dst = _stdlib_unspecified(4 if self.family == AF_INET else 6)
-            result = engine.receive(packet, carrier=Carrier.UDP, src=src, dst=dst,
-                                    sport=sport, dport=self._port, now=time.time())
-            if isinstance(result, Delivered) and self._from_peer(result):
-                if result.sport == sport and result.src is src and not flags & MSG_PEEK:
+            result = engine.receive_udp(packet, src, dst, sport, self._port, _time())
+            if type(result) is Delivered and (self._peer is None or self._from_peer(result)):
+                if result[3] == sport and result[1] is src and not flags & MSG_PEEK:
                     return result, raw, anc  # the kernel's own address tuple
                 return self._peek_keep(result, flags), self._app_address(result, raw), anc
 
@@ -686,6 +692,7 @@ class SecureSocket(_stdlib_socket.socket):
         net = self._net
         if net is not None:
             self._net = None
+            self._flows.clear()
             self._finalizer.detach()
             net.unregister(self)
             net.release()
