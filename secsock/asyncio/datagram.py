@@ -63,6 +63,9 @@ _BURST: Final = 64
 _HIGH_WATER: Final = 64 * 1024
 _LOG_THRESHOLD: Final = 5
 _SockAddr = tuple[str, int] | tuple[str, int, int, int]
+_IPPROTO_AH: Final = 51
+_CARRIER_UDP: Final = int(Carrier.UDP)
+_time: Final = time.time  # SA lifetimes are wall-clock (the SADB's ``now``)
 _P = TypeVar("_P", bound=asyncio.BaseProtocol)
 
 
@@ -123,6 +126,7 @@ class SecureDatagramTransport(asyncio.DatagramTransport):
             enable_pktinfo(sock)
             self._pktinfo = True
         self._rbuf = bytearray(_MAX_DGRAM)
+        self._rview = memoryview(self._rbuf)
         self._peers: dict[tuple[Any, ...], tuple[Address, int]] = {}
         self._flows: dict[object, tuple[Flow, _SockAddr]] = {}
         self._buffer: collections.deque[tuple[bytes, _SockAddr]] = collections.deque()
@@ -136,8 +140,10 @@ class SecureDatagramTransport(asyncio.DatagramTransport):
         self._drop_hook: Callable[[DropReason, DropInfo], object] | None = getattr(
             protocol, "ipsec_dropped", None
         )
-        self._last_out: tuple[Address, SAProtocol, int] | None = None
-        self._last_in: tuple[Address, SAProtocol, int] | None = None
+        # the last protected datagram each way (for get_extra_info("ipsec")); kept as the
+        # engine returned them, the SA identity is looked up only when asked for
+        self._last_out: Outbound | None = None
+        self._last_in: Delivered | None = None
         self._net: NetContext | None = NetContext.acquire()
         self._natt_listened: set[tuple[Address, int]] = set()
         try:
@@ -157,8 +163,8 @@ class SecureDatagramTransport(asyncio.DatagramTransport):
                 engine.get_policy(Direction.INBOUND).to_text(),
                 engine.get_policy(Direction.OUTBOUND).to_text(),
             ),
-            outbound=lambda: self._identity(self._last_out),
-            inbound=lambda: self._identity(self._last_in),
+            outbound=self._outbound_identity,
+            inbound=self._inbound_identity,
             stats=engine.statistics,
         )
 
@@ -173,11 +179,22 @@ class SecureDatagramTransport(asyncio.DatagramTransport):
     def _sadb(self) -> EngineStore:
         return self._engine.sadb
 
-    def _identity(self, key: tuple[Address, SAProtocol, int] | None) -> SAIdentity | None:
-        if key is None:
-            return None
-        entry = self._engine.sadb.lookup_inbound(*key)
+    def _identity(self, dst: Address, protocol: int, spi: int) -> SAIdentity | None:
+        proto = SAProtocol.AH if protocol == _IPPROTO_AH else SAProtocol.ESP
+        entry = self._engine.sadb.lookup_inbound(dst, proto, spi)
         return None if entry is None else identity_of(entry.sa)
+
+    def _outbound_identity(self) -> SAIdentity | None:
+        out = self._last_out
+        return None if out is None else self._identity(out.dst, out.protocol, out.spi)
+
+    def _inbound_identity(self) -> SAIdentity | None:
+        last = self._last_in
+        if last is None:
+            return None
+        outer = last.applied[0]
+        protocol = _IPPROTO_AH if outer.proto == Protocol.AH else 50
+        return self._identity(last.dst, protocol, outer.spi)
 
     def _listen_natt(self) -> None:
         """Open the shared encapsulation ports of this host's inbound ``esp-udp`` SAs."""
@@ -222,12 +239,6 @@ class SecureDatagramTransport(asyncio.DatagramTransport):
 
     def _flow_to(self, address: object) -> tuple[Flow, _SockAddr] | None:
         """The flow to ``address``; None (reported to error_received) when there is no route."""
-        try:
-            hit = self._flows.get(address)
-        except TypeError:
-            hit = None
-        if hit is not None:
-            return hit
         dst, port, sa = self._resolve(address)
         net = self._net
         if net is None:
@@ -270,26 +281,30 @@ class SecureDatagramTransport(asyncio.DatagramTransport):
         if self._conn_lost:
             self._conn_lost += 1
             return
-        route = self._flow_to(addr)
+        try:
+            route = self._flows.get(addr)
+        except TypeError:  # unhashable: _flow_to complains
+            route = None
         if route is None:
-            return
+            route = self._flow_to(addr)
+            if route is None:
+                return
         flow, sa = route
         try:
-            outs = self._engine.protect(flow, bytes(data), now=time.time())
+            out = self._engine.protect_one(flow, data if type(data) is bytes else bytes(data),
+                                           now=_time())
         except ValueError as exc:  # e.g. too big for UDP
             raise OSError(errno.EMSGSIZE, str(exc)) from None
-        for out in outs:
-            self._emit(out, sa)
+        self._emit(out, sa)
 
     def _emit(self, out: Outbound, sa: _SockAddr) -> None:
-        if out.spi:
-            proto = SAProtocol.AH if out.protocol == 51 else SAProtocol.ESP
-            self._last_out = (out.dst, proto, out.spi)
-        carrier = out.carrier
-        if carrier == Carrier.CLEAR or carrier == Carrier.UDP:
+        if out[8]:  # spi: a protected datagram
+            self._last_out = out
+        carrier = out[0]
+        if carrier <= _CARRIER_UDP:  # CLEAR or UDP: from the endpoint's own port
             if not self._buffer:
                 try:
-                    self._sock.sendto(out.data, sa)
+                    self._sock.sendto(out[1], sa)
                     return
                 except (BlockingIOError, InterruptedError):
                     self._loop.add_writer(self._sock.fileno(), self._write_ready)
@@ -359,39 +374,63 @@ class SecureDatagramTransport(asyncio.DatagramTransport):
 
     def _read_ready(self) -> None:
         sock = self._sock
-        buf = self._rbuf
         engine = self._engine
+        peers = self._peers
+        port = self._port
+        pktinfo = self._pktinfo
+        v4 = self._version == 4
         for _ in range(_BURST):
             if self._closing:
                 return
             try:
-                if self._pktinfo:
-                    n, anc, _flags, raw = sock.recvmsg_into([buf], _ANC_SIZE)
+                if pktinfo:
+                    n, anc, _flags, raw = sock.recvmsg_into([self._rbuf], _ANC_SIZE)
+                    packet = bytes(self._rview[:n])
                 else:
-                    n, raw = sock.recvfrom_into(buf)
-                    anc = []
+                    packet, raw = sock.recvfrom(_MAX_DGRAM)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 self._protocol.error_received(exc)
                 return
-            peer = self._peers.get(raw)
+            peer = peers.get(raw)
             if peer is None:
-                if len(self._peers) > 1024:
-                    self._peers.clear()
-                src, sport = peer_address(raw)
-                peer = self._peers[raw] = (_bare(src), sport)
+                peer = self._learn_peer(raw)
             src, sport = peer
             dst = self._local
             if dst is None:
                 dst = pktinfo_destination(anc)
                 if dst is None:  # pragma: no cover - the kernel always sends it
                     dst = ip_address("0.0.0.0" if self._version == 4 else "::")
-            result = engine.receive(
-                bytes(buf[:n]), carrier=Carrier.UDP, src=src, dst=dst, sport=sport,
-                dport=self._port, now=time.time(),
-            )
-            self._deliver(result, raw)
+            result = engine.receive_udp(packet, src, dst, sport, port, _time())
+            if v4 and type(result) is Delivered and result[1] is src and result[3] == sport:
+                # the common case: the kernel's own address tuple is the application's
+                if self._peer is not None and not self._from_peer(result):
+                    continue  # a connected endpoint hears only its peer
+                if result[5]:
+                    self._last_in = result
+                self._protocol.datagram_received(result[0], raw)
+            else:
+                self._deliver(result, raw)
+
+    def _learn_peer(self, raw: tuple[Any, ...]) -> tuple[Address, int]:
+        """(address, port) of a sender, cached per kernel address tuple: the same objects every
+        time (the connected peer's own object for the peer), so identity checks hit."""
+        if len(self._peers) > 1024:
+            self._peers.clear()
+        src, sport = peer_address(raw)
+        src = _bare(src)
+        peer = self._peer
+        if peer is not None and peer[0] == src:
+            src = peer[0]
+        entry = self._peers[raw] = (src, sport)
+        return entry
+
+    def _from_peer(self, result: Delivered) -> bool:
+        peer = self._peer
+        return peer is None or (
+            (result[1] is peer[0] or result[1] == peer[0]) and result[3] == peer[1]
+        )
 
     def _deliver(self, result: Delivered | Dropped, raw: tuple[Any, ...] | None) -> None:
         if isinstance(result, Dropped):
@@ -401,13 +440,10 @@ class SecureDatagramTransport(asyncio.DatagramTransport):
                 hook(result.reason, DropInfo(addr=addr, spi=result.spi, seq=result.seq,
                                              detail=result.detail))
             return
-        peer = self._peer
-        if peer is not None and (peer[0] != result.src or peer[1] != result.sport):
+        if not self._from_peer(result):
             return  # a connected endpoint hears only its peer
         if result.applied:
-            outer = result.applied[0]
-            proto = SAProtocol.AH if outer.proto == Protocol.AH else SAProtocol.ESP
-            self._last_in = (result.dst, proto, outer.spi)
+            self._last_in = result
         if self._version == 4:
             app: _SockAddr = (str(result.src), result.sport)
         else:
@@ -423,7 +459,7 @@ class SecureDatagramTransport(asyncio.DatagramTransport):
     def _admit(self, datagram: Decapsulated) -> None:
         if self._closing:
             return
-        self._deliver(self._engine.admit(datagram, now=time.time()), None)
+        self._deliver(self._engine.admit(datagram, now=_time()), None)
 
     # --- lifetime -----------------------------------------------------------------------------
 
