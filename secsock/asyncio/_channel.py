@@ -30,9 +30,8 @@ import ipaddress
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
-from secsock.core.framing.tcp_encap import FrameDecoder, FrameKind
 from secsock.errors import DropReason, IPsecStreamError, MalformedPacket
 
 __all__ = (
@@ -67,9 +66,9 @@ _WINDOW: Final = 65535
 _MOD32: Final = 1 << 32
 
 
-@dataclass(frozen=True, slots=True)
-class Opened:
-    """An authenticated ESP payload, as :meth:`StreamProtector.open` returns it."""
+class Opened(NamedTuple):
+    """An authenticated ESP payload, as :meth:`StreamProtector.open` returns it (a tuple: it
+    is built for every frame)."""
 
     #: the decrypted inner segment
     payload: bytes
@@ -93,8 +92,12 @@ class StreamProtector(Protocol):
         (NoSAError...) before returning anything."""
         ...
 
-    def open(self, packet: bytes, *, now: float) -> Opened | tuple[DropReason, str]:
+    def open(
+        self, packet: bytes | bytearray | memoryview, *, now: float
+    ) -> Opened | tuple[DropReason, str]:
         """Authenticate, replay-check and decrypt ``packet``; never raises on remote garbage.
+
+        ``packet`` may be a view of the receive buffer: it is only read during the call.
 
         A drop is returned as (reason, message) and already counted; ``DUMMY`` (an
         authenticated next-header-59 packet) is skipped by the stream, every other reason
@@ -230,9 +233,14 @@ class SecureStreamConnection:
         self._dport = peer[1]
         self._checksum = inner_checksum
         self._prefix_pending = initiator and send_prefix
-        self._decoder = FrameDecoder(
-            expect_prefix=not initiator, require_prefix=require_prefix and not initiator
-        )
+        # Inbound framing (the rules of secsock.core.framing.tcp_encap.FrameDecoder, done here
+        # on views of the received bytes so that a frame is not copied before it is opened):
+        # the responder may see the "IKETCP" prefix first; _pending holds the start of a frame
+        # (or of the prefix) that the bytes received so far do not complete.
+        self._prefix_undecided = not initiator
+        self._require_prefix = require_prefix and not initiator
+        self.prefix_seen = False
+        self._pending = bytearray()
         self._chunk = min(protector.max_payload, MAX_ESP_PACKET) - TCP_HEADER_LEN
         if self._chunk < 1:
             raise ValueError(f"expected room for payload in a frame, found {protector.max_payload}")
@@ -381,89 +389,183 @@ class SecureStreamConnection:
 
     def receive_data(
         self, data: bytes | bytearray | memoryview, *, now: float
-    ) -> tuple[list[bytes], IPsecStreamError | None]:
+    ) -> tuple[list[memoryview], IPsecStreamError | None]:
         """Feed wire bytes; return the application bytes they completed and any stream error.
 
-        The bytes returned (one element per frame) are authentic and in order even when an
-        error is returned with them (they came from frames before the bad one); nothing of the
-        bad frame is returned.
+        The bytes returned (one read-only view per frame, on a buffer nobody else holds) are
+        authentic and in order even when an error is returned with them (they came from frames
+        before the bad one); nothing of the bad frame is returned. ``data`` is only read during
+        the call.
         """
         if self._error is not None:
             return [], self._error
-        decoder = self._decoder
-        decoder.feed(data)
-        out: list[bytes] = []
-        return out, self._drain(decoder, out, now)
+        out: list[memoryview] = []
+        view = memoryview(data)
+        if view.itemsize != 1 or view.ndim != 1 or not view.c_contiguous:
+            view = memoryview(view.tobytes())
+        n = len(view)
+        pos = 0
+        if self._pending or self._prefix_undecided:
+            done = self._complete(view, out, now)
+            if done is None:
+                return out, self._error
+            pos = done
+        # Every frame that lies whole in ``data`` is opened from a view of it, uncopied.
+        frame = self._frame
+        while n - pos >= 2:
+            end = pos + ((view[pos] << 8) | view[pos + 1])
+            if end > n:
+                break
+            if end < pos + 2:
+                return out, self._bad_length(end - pos)
+            if frame(view[pos + 2 : end], out, now):
+                return out, self._error
+            pos = end
+        if pos < n:
+            self._pending += view[pos:]
+        return out, None
 
-    def _drain(
-        self, decoder: FrameDecoder, out: list[bytes], now: float
-    ) -> IPsecStreamError | None:
-        opener = self._protector.open
-        fail = self.fail
-        unpack_tcp = _TCP.unpack_from
-        while True:
+    def _complete(self, view: memoryview, out: list[memoryview], now: float) -> int | None:
+        """Settle the prefix and finish the pending frame(s) from the head of ``view``; return
+        how many bytes of ``view`` that took (all of them when it was not enough), or None if
+        the stream broke."""
+        pend = self._pending
+        n = len(view)
+        pos = 0
+        if self._prefix_undecided:
+            take = min(len(PREFIX) - len(pend), n)
+            pend += view[:take]
+            pos = take
+            if pend != PREFIX[: len(pend)]:
+                self._prefix_undecided = False
+                if self._require_prefix:
+                    self.fail(
+                        DropReason.MALFORMED,
+                        "ESP-in-TCP stream: expected the 'IKETCP' stream prefix, found other "
+                        "octets",
+                    )
+                    return None
+                # no prefix: what was taken is the start of the first frame
+            elif len(pend) == len(PREFIX):
+                self._prefix_undecided = False
+                self.prefix_seen = True
+                pend.clear()
+                return pos
+            else:
+                return n
+        while pend:
+            if len(pend) >= 2:
+                length = (pend[0] << 8) | pend[1]
+                if length < 2:
+                    self._bad_length(length)
+                    return None
+                if len(pend) >= length:
+                    if len(pend) == length:  # the usual case: hand the buffer itself over
+                        packet = pend
+                        pend = self._pending = bytearray()
+                    else:
+                        packet = pend[:length]
+                        del pend[:length]
+                    if self._frame(memoryview(packet)[2:], out, now):
+                        return None
+                    continue
+                need = length - len(pend)
+            else:
+                need = 2 - len(pend)
+            if pos == n:
+                return n
+            take = min(need, n - pos)
+            pend += view[pos : pos + take]
+            pos += take
+        return pos
+
+    def _bad_length(self, length: int) -> IPsecStreamError:
+        return self.fail(
+            DropReason.MALFORMED,
+            f"ESP-in-TCP stream: frame length {length} is less than 2 (it counts itself)",
+        )
+
+    def _odd_frame(self, body: memoryview) -> bool:
+        """A frame body that is no ESP packet: a keepalive (skipped) or a stream error."""
+        n = len(body)
+        if n == 1 and body[0] == 0xFF:
+            return False  # an RFC 8229 / RFC 3948 NAT keepalive
+        if n <= 4:
+            why = f"a frame body of {n} octets is too short for a non-ESP marker or an SPI"
+        elif not (body[0] or body[1] or body[2] or body[3]):
+            why = "an IKE message (non-ESP marker) arrived on a stream that carries no IKE"
+        else:
+            why = f"an ESP frame needs at least 8 octets (SPI, seq), found {n}"
+        self.fail(DropReason.MALFORMED, f"ESP-in-TCP: {why}")
+        return True
+
+    def _frame(self, body: memoryview, out: list[memoryview], now: float) -> bool:
+        """Open one frame body and append its bytes to ``out``; True if it broke the stream."""
+        if len(body) < 8 or not (body[0] or body[1] or body[2] or body[3]):
+            return self._odd_frame(body)
+        if self._fin_received:
+            self.fail(DropReason.MALFORMED, "a frame arrived after the end of the stream")
+            return True
+        result = self._protector.open(body, now=now)
+        if type(result) is not Opened:
+            if result[0] is DropReason.DUMMY:
+                return False  # an authenticated dummy packet (RFC 4303 §2.6): discard
+            self.fail(*result, counted=True)
+            return True
+        segment, next_header, spi, _seq = result
+        if next_header != NEXT_HEADER_TCP:
+            self.fail(
+                DropReason.BAD_INNER,
+                f"expected next header {NEXT_HEADER_TCP} (TCP), found {next_header} "
+                f"{_where(result)}",
+            )
+            return True
+        size = len(segment)
+        if size < TCP_HEADER_LEN or not TCP_HEADER_LEN <= (segment[12] >> 4) * 4 <= size:
             try:
-                fr = decoder.next_frame()
+                parse_segment_untrusted(segment)
             except MalformedPacket as exc:
-                return fail(DropReason.MALFORMED, str(exc))
-            if fr is None:
-                return None
-            if fr.kind is FrameKind.IKE:
-                return fail(
-                    DropReason.MALFORMED,
-                    "an IKE message (non-ESP marker) arrived on a stream that carries no IKE",
-                )
-            if self._fin_received:
-                return fail(DropReason.MALFORMED, "a frame arrived after the end of the stream")
-            result = opener(fr.data, now=now)
-            if type(result) is not Opened:
-                assert isinstance(result, tuple)
-                if result[0] is DropReason.DUMMY:
-                    continue  # an authenticated dummy packet (RFC 4303 §2.6): discard
-                return fail(*result, counted=True)
-            if result.next_header != NEXT_HEADER_TCP:
-                return fail(
-                    DropReason.BAD_INNER,
-                    f"expected next header {NEXT_HEADER_TCP} (TCP), found "
-                    f"{result.next_header} {_where(result)}",
-                )
-            segment = result.payload
-            if len(segment) < TCP_HEADER_LEN or not (
-                TCP_HEADER_LEN <= (segment[12] >> 4) * 4 <= len(segment)
-            ):
-                try:
-                    parse_segment_untrusted(segment)
-                except MalformedPacket as exc:
-                    return fail(DropReason.BAD_INNER, f"{exc} {_where(result)}")
-            _sp, _dp, seq, _ack, off, flags, _w, _c, _u = unpack_tcp(segment)
-            expected = self._received % _MOD32
-            if seq != expected:
-                ahead = (seq - expected) % _MOD32 < (1 << 31)
-                what = "bytes missing before it" if ahead else "bytes already received"
-                return fail(
-                    DropReason.REPLAY,
-                    f"out-of-order frame ({what}): expected stream offset {expected}, "
-                    f"found {seq} {_where(result)}",
-                )
-            self.frames_received += 1
-            self.last_spi_in = result.spi
-            hlen = (off >> 4) * 4
-            n = len(segment) - hlen
-            if n:
-                out.append(segment[hlen:])
-                self._received += n
-                self.bytes_received += n
-            if flags & FLAG_FIN:
-                self._fin_received = True
+                self.fail(DropReason.BAD_INNER, f"{exc} {_where(result)}")
+                return True
+        _sp, _dp, seq, _ack, off, flags, _w, _c, _u = _TCP.unpack_from(segment)
+        expected = self._received % _MOD32
+        if seq != expected:
+            ahead = (seq - expected) % _MOD32 < (1 << 31)
+            what = "bytes missing before it" if ahead else "bytes already received"
+            self.fail(
+                DropReason.REPLAY,
+                f"out-of-order frame ({what}): expected stream offset {expected}, "
+                f"found {seq} {_where(result)}",
+            )
+            return True
+        self.frames_received += 1
+        self.last_spi_in = spi
+        hlen = (off >> 4) * 4
+        if size > hlen:
+            out.append(memoryview(segment)[hlen:])
+            self._received += size - hlen
+            self.bytes_received += size - hlen
+        if flags & FLAG_FIN:
+            self._fin_received = True
+        return False
 
     def receive_eof(self) -> IPsecStreamError | None:
         """The TCP connection ended: fine after the peer's FIN segment, else truncation."""
         if self._error is not None:
             return self._error
-        try:
-            self._decoder.eof()
-        except MalformedPacket as exc:
-            return self.fail(DropReason.MALFORMED, f"truncated: {exc}")
+        pending = len(self._pending)
+        if pending and self._prefix_undecided:
+            return self.fail(
+                DropReason.MALFORMED,
+                f"truncated: ESP-in-TCP stream: stream ended inside the 'IKETCP' prefix "
+                f"({pending} octets)",
+            )
+        if pending:
+            return self.fail(
+                DropReason.MALFORMED,
+                f"truncated: ESP-in-TCP stream: stream ended inside a frame ({pending} octets "
+                f"pending)",
+            )
         if not self._fin_received:
             return self.fail(
                 DropReason.MALFORMED,

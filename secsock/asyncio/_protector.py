@@ -307,7 +307,9 @@ class StreamSecurity:
         self.counters.drop(reason)
         return reason, message
 
-    def open(self, packet: bytes, *, now: float) -> Opened | tuple[DropReason, str]:
+    def open(
+        self, packet: bytes | bytearray | memoryview, *, now: float
+    ) -> Opened | tuple[DropReason, str]:
         try:
             spi, seq_lo = _esp.peek_untrusted(packet)
         except MalformedPacket as exc:

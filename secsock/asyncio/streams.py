@@ -232,8 +232,14 @@ class _SecureStreamProtocol(asyncio.Protocol):
         if payloads:
             app = self.app
             assert isinstance(app, asyncio.Protocol)
-            for payload in payloads:
-                app.data_received(payload)
+            if type(app) is asyncio.StreamReaderProtocol:
+                # Its StreamReader copies what it is given (bytearray.extend), so it takes the
+                # views of the decrypted frames as they are.
+                for payload in payloads:
+                    app.data_received(payload)  # type: ignore[arg-type]
+            else:
+                for payload in payloads:
+                    app.data_received(bytes(payload))
         if error is not None:
             self._abort(error)
 

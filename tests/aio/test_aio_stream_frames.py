@@ -14,11 +14,14 @@ import struct
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from secsock import sysctl
 from secsock.asyncio import open_connection, start_server
 from secsock.asyncio._channel import PREFIX, SecureStreamConnection
 from secsock.asyncio._protector import StreamSecurity, stream_policy
+from secsock.errors import DropReason
 from secsock.policy.model import Policy
 from secsock.sadb.store import MemoryStore
 from tests.aio.aio_helpers import SUITES, Suite, direct_store
@@ -166,3 +169,139 @@ async def test_each_write_reaches_tcp_as_whole_frames_in_one_call() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+# --- the receive side: frames opened from views of what arrived ------------------------------
+
+KEEPALIVE = b"\x00\x03\xff"
+
+
+def _wire(client: SecureStreamConnection, chunks: list[bytes], *, keepalives: bool) -> bytes:
+    """The client's wire for ``chunks`` and its end of stream, keepalives between the frames."""
+    out = bytearray()
+    for c in chunks:
+        frames = client.send(c, now=NOW)
+        for f in frames:
+            if keepalives and not out:
+                out += f.removeprefix(PREFIX)
+                out[:0] = PREFIX + KEEPALIVE if f.startswith(PREFIX) else KEEPALIVE
+            else:
+                out += f
+            if keepalives:
+                out += KEEPALIVE
+    out += client.send_eof(now=NOW)
+    return bytes(out)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    sizes=st.lists(
+        st.one_of(st.integers(1, 100), st.integers(30_000, 140_000)), min_size=1, max_size=4
+    ),
+    cuts=st.lists(st.one_of(st.integers(1, 8), st.integers(1000, 70_000)), max_size=12),
+    keepalives=st.booleans(),
+    send_prefix=st.booleans(),
+)
+def test_large_frames_split_anywhere_give_the_same_bytes(
+    sizes: list[int], cuts: list[int], keepalives: bool, send_prefix: bool
+) -> None:
+    store = direct_store(A, B)
+    policy = stream_policy((Policy.parse(POLICY),), store)
+    ca = StreamSecurity(sadb=store, policy=policy, local=(A, 40000), peer=(B, 4500))
+    cb = StreamSecurity(sadb=store, policy=policy, local=(B, 4500), peer=(A, 40000))
+    client = SecureStreamConnection(ca, local=(A, 40000), peer=(B, 4500), initiator=True,
+                                    send_prefix=send_prefix)
+    server = SecureStreamConnection(cb, local=(B, 4500), peer=(A, 40000), initiator=False)
+    rng = random.Random(len(sizes) * 7 + sum(sizes))
+    chunks = [rng.randbytes(n) for n in sizes]
+    wire = _wire(client, chunks, keepalives=keepalives)
+    got = bytearray()
+    pos = 0
+    for n in [*cuts, len(wire)]:
+        piece = bytearray(wire[pos : pos + n])
+        payloads, error = server.receive_data(piece, now=NOW)
+        piece[:] = bytes(len(piece))  # the caller reuses its buffer: views must not change
+        assert error is None
+        for p in payloads:
+            got += p
+        pos += n
+        if pos >= len(wire):
+            break
+    assert bytes(got) == b"".join(chunks)
+    assert server.receive_eof() is None
+    assert server.prefix_seen is send_prefix
+
+
+def test_payload_views_survive_later_data() -> None:
+    client, server = _pair()
+    first = random.Random(1).randbytes(40_000)
+    second = random.Random(2).randbytes(40_000)
+    wire1 = b"".join(client.send_pieces(first, now=NOW))
+    wire2 = b"".join(client.send_pieces(second, now=NOW))
+    # The first frame arrives in two pieces (it goes through the pending buffer), the second
+    # in one piece together with the end of the first.
+    held, error = server.receive_data(wire1[:1000], now=NOW)
+    assert (held, error) == ([], None)
+    held, error = server.receive_data(wire1[1000:] + wire2[:10], now=NOW)
+    assert error is None
+    later, error = server.receive_data(wire2[10:], now=NOW)
+    assert error is None
+    assert b"".join(held) == first
+    assert b"".join(later) == second
+    assert all(p.readonly for p in held + later)
+
+
+@pytest.mark.parametrize(
+    ("wire", "message"),
+    [
+        (PREFIX[:3], "inside the 'IKETCP' prefix"),
+        (PREFIX + b"\x00", "inside a frame"),
+        (b"\x00\x40\x00\x00\x10\x01", "inside a frame"),
+        (PREFIX, "without an authenticated end-of-stream"),
+        (b"", "without an authenticated end-of-stream"),
+    ],
+)
+def test_truncated_streams_are_malformed(wire: bytes, message: str) -> None:
+    _, server = _pair()
+    assert server.receive_data(wire, now=NOW) == ([], None)
+    error = server.receive_eof()
+    assert error is not None
+    assert error.reason is DropReason.MALFORMED
+    assert "truncated" in str(error)
+    assert message in str(error)
+
+
+@pytest.mark.parametrize(
+    ("wire", "message"),
+    [
+        (b"\x00\x01", "frame length 1 is less than 2"),
+        (PREFIX + b"\x00\x00", "frame length 0 is less than 2"),
+        (b"\x00\x06\x00\x00\x00\x00", "too short"),
+        (b"\x00\x0a\x00\x00\x00\x00IKE!", "IKE message"),
+        (KEEPALIVE + b"\x00\x08\x00\x00\x10\x01\x00\x00", "at least 8 octets"),
+    ],
+)
+def test_frames_that_are_not_esp_break_the_stream(wire: bytes, message: str) -> None:
+    for split in range(len(wire) + 1):
+        _, server = _pair()
+        error = server.receive_data(wire[:split], now=NOW)[1]
+        if error is None:
+            error = server.receive_data(wire[split:], now=NOW)[1]
+        assert error is not None, split
+        assert error.reason is DropReason.MALFORMED
+        assert message in str(error)
+        assert server.receive_data(b"more", now=NOW) == ([], error)
+
+
+def test_required_prefix_is_checked_on_the_first_octets() -> None:
+    store = direct_store(A, B)
+    policy = stream_policy((Policy.parse(POLICY),), store)
+    cb = StreamSecurity(sadb=store, policy=policy, local=(B, 4500), peer=(A, 40000))
+    server = SecureStreamConnection(cb, local=(B, 4500), peer=(A, 40000), initiator=False,
+                                    require_prefix=True)
+    assert server.receive_data(b"IKE", now=NOW) == ([], None)
+    payloads, error = server.receive_data(b"XCP", now=NOW)
+    assert payloads == []
+    assert error is not None
+    assert error.reason is DropReason.MALFORMED
+    assert "'IKETCP' stream prefix" in str(error)
