@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -41,7 +42,7 @@ from secsock.errors import (
     SequenceOverflowError,
 )
 from secsock.policy.model import Action, Direction, Level, Mode, Policy, Protocol, Request
-from secsock.sadb.model import Padding, SAIdentity, SAProtocol, SAState, SecurityAssociation
+from secsock.sadb.model import Padding, SAIdentity, SAProtocol, SecurityAssociation
 from secsock.sadb.store import SAEntry
 
 __all__ = ("ESP_OVERHEAD_MAX", "StreamPolicy", "StreamSecurity", "identity_of", "stream_policy")
@@ -55,8 +56,8 @@ _TRANSPORT: Final = int(Mode.TRANSPORT)
 _ESP: Final = int(SAProtocol.ESP)
 _NH_TCP: Final = 6
 _NH_NONE: Final = 59
-_MATURE: Final = SAState.MATURE
-_DYING: Final = SAState.DYING
+_SPI_SEQ: Final = struct.Struct("!II")
+_new_tuple: Final = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +170,36 @@ def _addr(host: str) -> IPv4Address | IPv6Address:
     return ip_address(host.split("%", 1)[0])
 
 
+@dataclass(slots=True, kw_only=True)
+class _OutRoute:
+    """The outbound SA of a stream and what sealing needs, valid while the SADB's
+    generation is ``gen``."""
+
+    gen: int
+    entry: SAEntry
+    ctx: EspContext
+    spi: int
+    esn: bool
+    padding: PadMode
+    random_pad: bool
+    iv_len: int  # bytes of random IV to draw per packet (CBC), else 0
+    fixed: int  # header, IV, trailer and ICV: the sealed length is fixed + n + padding
+    align: int
+
+
+@dataclass(slots=True, kw_only=True)
+class _InRoute:
+    """The inbound SA of the last SPI seen, valid while the SADB's generation is ``gen``."""
+
+    gen: int
+    spi: int
+    entry: SAEntry
+    sa: SecurityAssociation
+    ctx: EspContext
+    esn: bool
+    check_padding: bool
+
+
 class StreamSecurity:
     """The :class:`~secsock.asyncio._channel.StreamProtector` of one TCP connection.
 
@@ -202,7 +233,12 @@ class StreamSecurity:
         self._c_out_inval = c("out_inval")
         self._c_out_seqoverflow = c("out_seqoverflow")
         self._c_in_success = c("in_success")
-        self._tree = "net.inet.ipsec." if self._local.version == 4 else "net.inet6.ipsec6."
+        tree = "net.inet.ipsec." if self._local.version == 4 else "net.inet6.ipsec6."
+        self._randpad = tree + "esp_randpad"
+        self._out_success = self.counters.chain(self._c_out_success)
+        self._in_success = self.counters.chain(self._c_in_success)
+        self._route: _OutRoute | None = None
+        self._in: _InRoute | None = None
         self.last_out: SAIdentity | None = None
         self.last_in: SAIdentity | None = None
         self._last_out_sa: SecurityAssociation | None = None
@@ -235,66 +271,96 @@ class StreamSecurity:
             )
         return entry
 
+    def _out_route(self, now: float) -> _OutRoute:
+        """Select the outbound SA now and keep what sealing needs, under the SADB generation
+        read *before* the lookup (so an unchanged generation later means the same answer)."""
+        gen = self._sadb.generation
+        entry = self.select(now=now)
+        sa = entry.sa
+        ctx = entry.crypto
+        if not isinstance(ctx, EspContext):  # pragma: no cover - the store gave an AH entry
+            raise TypeError(f"SA 0x{sa.spi:08x} has no ESP context")
+        if sa is not self._last_out_sa:
+            self._last_out_sa = sa
+            self.last_out = identity_of(sa)
+        route = _OutRoute(
+            gen=gen,
+            entry=entry,
+            ctx=ctx,
+            spi=sa.spi,
+            esn=sa.esn,
+            padding=PadMode(int(sa.padding)),
+            random_pad=sa.padding is Padding.RANDOM,
+            iv_len=ctx.iv_len if ctx.needs_random_iv else 0,
+            fixed=8 + ctx.iv_len + 2 + ctx.icv_len,
+            align=ctx.align,
+        )
+        self._route = route
+        return route
+
+    def _reserve(self, route: _OutRoute, nbytes: int, now: float) -> tuple[_OutRoute, int]:
+        """The sequence number of the next packet (``nbytes`` charged to the SA); when the SA
+        died since the route was taken, one new selection."""
+        reserve = self._sadb.reserve_and_account
+        try:
+            return route, reserve(route.entry, nbytes, now)
+        except SequenceOverflowError:
+            self.counters.add(self._c_out_seqoverflow)
+            raise
+        except SecsockError:
+            # The SA died (a hard lifetime, perhaps reached by this stream's previous packet,
+            # or a delete): what does the SADB offer now? NoSAError if nothing.
+            route = self._out_route(now)
+        try:
+            return route, reserve(route.entry, nbytes, now)
+        except SequenceOverflowError:
+            self.counters.add(self._c_out_seqoverflow)
+            raise
+        except SecsockError as exc:  # the SA died between selection and use
+            self.counters.add(self._c_out_inval)
+            raise OSError(
+                errno.EINVAL, f"SA 0x{route.spi:08x} cannot be used: {exc}; nothing was sent"
+            ) from None
+
     def seal(self, segments: Sequence[bytes], *, now: float) -> list[bytes]:
         """One ESP packet (next header 6) per segment, in order, on consecutive sequence
         numbers; raises local errors (NoSAError, ...) with nothing to send.
 
-        The SA is selected once for all of them, and its sequence numbers are reserved in one
-        call; only when an SA dies on the way (a hard lifetime reached by these very packets)
-        is the next one selected for the rest.
+        The SA selection is kept while the SADB's generation says its answer still holds; each
+        packet then costs one SADB call (``reserve_and_account``).
         """
-        sadb = self._sadb
-        account = sadb.account
+        route = self._route
+        if route is None or route.gen != self._sadb.generation:
+            route = self._out_route(now)
+        pad_to = sysctl.get(self._randpad)
+        pad_to = max(pad_to, 0)
+        rng = self._rng
+        seal = _esp.seal
         packets: list[bytes] = []
-        k = len(segments)
-        i = 0
-        while i < k:
-            entry = self.select(now=now)
-            sa = entry.sa
-            ctx = entry.crypto
-            if not isinstance(ctx, EspContext):  # pragma: no cover - the store gave an AH entry
-                raise TypeError(f"SA 0x{sa.spi:08x} has no ESP context")
-            try:
-                seq = sadb.reserve_seq(entry, k - i)
-            except SequenceOverflowError:
-                self.counters.add(self._c_out_seqoverflow)
-                raise
-            except SecsockError as exc:  # the SA died between selection and use
-                self.counters.add(self._c_out_inval)
-                raise OSError(
-                    errno.EINVAL, f"SA 0x{sa.spi:08x} cannot be used: {exc}; nothing was sent"
-                ) from None
-            if sa is not self._last_out_sa:
-                self._last_out_sa = sa
-                self.last_out = identity_of(sa)
-            spi = sa.spi
-            esn = sa.esn
-            padding = PadMode(int(sa.padding))
-            random_padding = sa.padding is Padding.RANDOM
-            random_iv = ctx.needs_random_iv
-            rng = self._rng
-            pad_to = max(0, sysctl.get(self._tree + "esp_randpad"))
-            seal = _esp.seal
-            while i < k:
-                packet = seal(
-                    ctx,
-                    spi=spi,
+        for segment in segments:
+            n = len(segment)
+            if pad_to:
+                nbytes = route.ctx.sealed_length(n, pad_to)
+            else:
+                nbytes = route.fixed + n + (-(n + 2) % route.align)
+            route, seq = self._reserve(route, nbytes, now)
+            packets.append(
+                seal(
+                    route.ctx,
+                    spi=route.spi,
                     seq=seq,
-                    payload=segments[i],
+                    payload=segment,
                     next_header=_NH_TCP,
-                    esn=esn,
-                    iv=rng(ctx.iv_len) if random_iv else None,
-                    padding=padding,
-                    random_pad=rng(255) if random_padding else None,
+                    esn=route.esn,
+                    iv=rng(route.iv_len) if route.iv_len else None,
+                    padding=route.padding,
+                    random_pad=rng(255) if route.random_pad else None,
                     pad_to=pad_to,
                 )
-                packets.append(packet)
-                i += 1
-                seq += 1
-                state = account(entry, len(packet), now)
-                if state is not _MATURE and state is not _DYING:
-                    break  # a hard lifetime ended it: the rest go on the next SA
-        self.counters.add(self._c_out_success, k)
+            )
+        for counter in self._out_success:
+            for _ in segments:
+                next(counter)
         return packets
 
     # -- inbound -----------------------------------------------------------------------------
@@ -307,15 +373,9 @@ class StreamSecurity:
         self.counters.drop(reason)
         return reason, message
 
-    def open(
-        self, packet: bytes | bytearray | memoryview, *, now: float
-    ) -> Opened | tuple[DropReason, str]:
-        try:
-            spi, seq_lo = _esp.peek_untrusted(packet)
-        except MalformedPacket as exc:
-            return self._drop(DropReason.MALFORMED, str(exc))
-        sadb = self._sadb
-        entry = sadb.lookup_inbound(self._local, _ESP, spi) if spi >= 256 else None
+    def _in_route(self, spi: int, seq_lo: int) -> _InRoute | tuple[DropReason, str]:
+        gen = self._sadb.generation
+        entry = self._sadb.lookup_inbound(self._local, _ESP, spi) if spi >= 256 else None
         if entry is None:
             return self._drop(DropReason.NO_SA,
                               f"no esp SA for {self._local} with spi 0x{spi:08x} (seq {seq_lo})")
@@ -323,20 +383,41 @@ class StreamSecurity:
         ctx = entry.crypto
         if not isinstance(ctx, EspContext):  # pragma: no cover - lookup by ESP gave AH
             return self._drop(DropReason.NO_SA, f"SA 0x{spi:08x} has no ESP context")
+        route = _InRoute(gen=gen, spi=spi, entry=entry, sa=sa, ctx=ctx, esn=sa.esn,
+                         check_padding=sa.padding is Padding.SEQ)
+        self._in = route
+        return route
+
+    def open(
+        self, packet: bytes | bytearray | memoryview, *, now: float
+    ) -> Opened | tuple[DropReason, str]:
+        if len(packet) < 8:
+            return self._drop(DropReason.MALFORMED,
+                              f"ESP packet needs at least 8 bytes (SPI, sequence number), "
+                              f"got {len(packet)}")
+        spi, seq_lo = _SPI_SEQ.unpack_from(packet)
+        sadb = self._sadb
+        route = self._in
+        if route is None or route.spi != spi or route.gen != sadb.generation:
+            found = self._in_route(spi, seq_lo)
+            if type(found) is not _InRoute:
+                return found  # type: ignore[return-value]
+            route = found
+        entry = route.entry
         seq = sadb.replay_check(entry, seq_lo)
         if seq is None:
             return self._drop(DropReason.REPLAY,
                               f"replayed or outside the window (spi 0x{spi:08x} seq {seq_lo})")
         try:
-            opened = _esp.open_untrusted(ctx, packet, seq_hi=seq >> 32, esn=sa.esn,
-                                         check_padding=sa.padding is Padding.SEQ)
+            opened = _esp.open_untrusted(route.ctx, packet, seq_hi=seq >> 32, esn=route.esn,
+                                         check_padding=route.check_padding)
         except IntegrityError as exc:
             return self._drop(DropReason.AUTH_FAILED, str(exc))
         except MalformedPacket as exc:
             return self._drop(exc.reason, f"{exc} (spi 0x{spi:08x} seq {seq})")
-        if not sadb.replay_commit(entry, seq):
+        if not sadb.commit_and_account(entry, seq, len(packet), now):
             return self._drop(DropReason.REPLAY, f"replayed (spi 0x{spi:08x} seq {seq})")
-        sadb.account(entry, len(packet), now)
+        sa = route.sa
         if sa is not self._last_in_sa:  # RFC 4301 §5.2, checked once per SA
             if sa.src != self._peer or sa.dst != self._local:
                 return self._drop(
@@ -346,7 +427,9 @@ class StreamSecurity:
                 )
             self._last_in_sa = sa
             self.last_in = identity_of(sa)
-        if opened.next_header == _NH_NONE:
+        next_header, payload, _pad = opened
+        if next_header == _NH_NONE:
             return self._drop(DropReason.DUMMY, f"dummy packet (spi 0x{spi:08x} seq {seq})")
-        self.counters.add(self._c_in_success)
-        return Opened(opened.payload, opened.next_header, spi, seq)
+        for counter in self._in_success:
+            next(counter)
+        return _new_tuple(Opened, (payload, next_header, spi, seq))
