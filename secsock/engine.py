@@ -960,9 +960,10 @@ class IPsecEngine:
             packet = bytes(packet)
         sadb = self._sadb
         sadb.tick(now)
-        if len(packet) < 8:
+        try:
+            spi, seq_lo = _spi_seq(packet)
+        except struct.error:  # shorter than SPI and sequence number: not ESP
             return self.admit(Decapsulated(packet, src, dst, sport, dport, ()), now=now)
-        spi, seq_lo = _spi_seq(packet)
         rx = self._rx.get(spi)
         if rx is None or rx.gen != sadb.generation or (rx.dst is not dst and rx.dst != dst):
             rx = self._rx_for(spi, dst) if spi >= 256 else None
@@ -973,8 +974,11 @@ class IPsecEngine:
         if seq is None:
             return self._drop(_R_REPLAY, spi, seq_lo, "replayed or outside the window")
         try:
-            opened = _esp_open(rx.ctx, packet, seq_hi=seq >> 32, esn=rx.esn,
-                               check_padding=rx.check_padding)
+            if rx.esn:
+                opened = _esp_open(rx.ctx, packet, seq_hi=seq >> 32, esn=True,
+                                   check_padding=rx.check_padding)
+            else:
+                opened = _esp_open(rx.ctx, packet, check_padding=rx.check_padding)
         except IntegrityError as exc:
             return self._drop(_R_AUTH, spi, seq, str(exc))
         except MalformedPacket as exc:
@@ -1008,18 +1012,9 @@ class IPsecEngine:
             return self._drop(_R_BAD_INNER, spi, seq,
                               f"inner UDP port {idport} is not this socket's port {dport}")
         applied = (_tnew(Applied, (_P_ESP, spi, seq, rx.reqid, False)),)
-        memo = rx.admit
-        if (
-            memo is None
-            or memo[0] is not src
-            or memo[1] != isport
-            or memo[2] != idport
-            or memo[3] != _sysctl_generation()
-            or memo[4] != self._spd.generation
-            or memo[5] != self._policy_version
-        ):
-            memo = (src, isport, idport, _sysctl_generation(), self._spd.generation,
-                    self._policy_version)
+        memo = (src, isport, idport, _sysctl_generation(), self._spd.generation,
+                self._policy_version)
+        if memo != rx.admit:  # not the last accepted source, ports and generations
             result = self.admit(Decapsulated(payload, src, dst, isport, idport, applied),
                                 now=now)
             if type(result) is Delivered:
