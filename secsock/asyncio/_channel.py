@@ -59,6 +59,7 @@ FLAG_PSH: Final = 0x08
 FLAG_ACK: Final = 0x10
 
 _TCP: Final = struct.Struct("!HHIIBBHHH")
+_SEQ_FLAGS: Final = struct.Struct("!4xI5xB")  # a TCP header's sequence number and flags
 _LEN: Final = struct.Struct("!H")
 TCP_HEADER_LEN: Final = _TCP.size
 _DATA_OFFSET_5: Final = 5 << 4
@@ -251,11 +252,18 @@ class SecureStreamConnection:
         self._fin_received = False
         self.frames_sent = 0
         self.frames_received = 0
-        self.bytes_sent = 0
-        self.bytes_received = 0
-        self.last_spi_in: int | None = None
 
     # -- outbound ----------------------------------------------------------------------------
+
+    @property
+    def bytes_sent(self) -> int:
+        """Application bytes sealed so far (the stream offset of the next byte sent)."""
+        return self._sent
+
+    @property
+    def bytes_received(self) -> int:
+        """Authentic application bytes returned so far."""
+        return self._received
 
     @property
     def max_chunk(self) -> int:
@@ -287,7 +295,9 @@ class SecureStreamConnection:
         if self._fin_sent:
             raise BrokenPipeError("cannot send after the end of the stream was sent")
         view = memoryview(data)
-        if view.itemsize != 1 or view.ndim != 1 or not view.c_contiguous:
+        if type(data) is not bytes and (
+            view.itemsize != 1 or view.ndim != 1 or not view.c_contiguous
+        ):
             view = memoryview(view.tobytes())
         n = len(view)
         if not n:
@@ -329,7 +339,6 @@ class SecureStreamConnection:
             pieces.append(packet)
         self._prefix_pending = False
         self._sent = offset + n
-        self.bytes_sent += n
         self.frames_sent += k
         return pieces
 
@@ -401,7 +410,9 @@ class SecureStreamConnection:
             return [], self._error
         out: list[memoryview] = []
         view = memoryview(data)
-        if view.itemsize != 1 or view.ndim != 1 or not view.c_contiguous:
+        if type(data) is not bytes and (
+            view.itemsize != 1 or view.ndim != 1 or not view.c_contiguous
+        ):
             view = memoryview(view.tobytes())
         n = len(view)
         pos = 0
@@ -512,7 +523,27 @@ class SecureStreamConnection:
                 return False  # an authenticated dummy packet (RFC 4303 §2.6): discard
             self.fail(*result, counted=True)
             return True
-        segment, next_header, spi, _seq = result
+        segment = result[0]
+        size = len(segment)
+        # The usual segment: next header 6, a 20-octet TCP header (data offset 5).
+        if result[1] != NEXT_HEADER_TCP or size < TCP_HEADER_LEN or segment[12] != _DATA_OFFSET_5:
+            return self._odd_segment(result, out)
+        seq, flags = _SEQ_FLAGS.unpack_from(segment)
+        received = self._received
+        if seq != received % _MOD32:
+            return self._out_of_order(result, seq)
+        self.frames_received += 1
+        if size > TCP_HEADER_LEN:
+            out.append(memoryview(segment)[TCP_HEADER_LEN:])
+            self._received = received + size - TCP_HEADER_LEN
+        if flags & FLAG_FIN:
+            self._fin_received = True
+        return False
+
+    def _odd_segment(self, result: Opened, out: list[memoryview]) -> bool:
+        """An authenticated payload that is not the usual segment: another next header, a
+        malformed inner header, or TCP options (a longer header, accepted)."""
+        segment, next_header, _spi, _seq = result
         if next_header != NEXT_HEADER_TCP:
             self.fail(
                 DropReason.BAD_INNER,
@@ -520,34 +551,32 @@ class SecureStreamConnection:
                 f"{_where(result)}",
             )
             return True
-        size = len(segment)
-        if size < TCP_HEADER_LEN or not TCP_HEADER_LEN <= (segment[12] >> 4) * 4 <= size:
-            try:
-                parse_segment_untrusted(segment)
-            except MalformedPacket as exc:
-                self.fail(DropReason.BAD_INNER, f"{exc} {_where(result)}")
-                return True
-        _sp, _dp, seq, _ack, off, flags, _w, _c, _u = _TCP.unpack_from(segment)
-        expected = self._received % _MOD32
-        if seq != expected:
-            ahead = (seq - expected) % _MOD32 < (1 << 31)
-            what = "bytes missing before it" if ahead else "bytes already received"
-            self.fail(
-                DropReason.REPLAY,
-                f"out-of-order frame ({what}): expected stream offset {expected}, "
-                f"found {seq} {_where(result)}",
-            )
+        try:
+            parsed = parse_segment_untrusted(segment)
+        except MalformedPacket as exc:
+            self.fail(DropReason.BAD_INNER, f"{exc} {_where(result)}")
             return True
+        if parsed.seq != self._received % _MOD32:
+            return self._out_of_order(result, parsed.seq)
         self.frames_received += 1
-        self.last_spi_in = spi
-        hlen = (off >> 4) * 4
-        if size > hlen:
-            out.append(memoryview(segment)[hlen:])
-            self._received += size - hlen
-            self.bytes_received += size - hlen
-        if flags & FLAG_FIN:
+        n = len(parsed.payload)
+        if n:
+            out.append(parsed.payload)
+            self._received += n
+        if parsed.flags & FLAG_FIN:
             self._fin_received = True
         return False
+
+    def _out_of_order(self, result: Opened, seq: int) -> bool:
+        expected = self._received % _MOD32
+        ahead = (seq - expected) % _MOD32 < (1 << 31)
+        what = "bytes missing before it" if ahead else "bytes already received"
+        self.fail(
+            DropReason.REPLAY,
+            f"out-of-order frame ({what}): expected stream offset {expected}, found {seq} "
+            f"{_where(result)}",
+        )
+        return True
 
     def receive_eof(self) -> IPsecStreamError | None:
         """The TCP connection ended: fine after the peer's FIN segment, else truncation."""

@@ -185,6 +185,7 @@ class _OutRoute:
     iv_len: int  # bytes of random IV to draw per packet (CBC), else 0
     fixed: int  # header, IV, trailer and ICV: the sealed length is fixed + n + padding
     align: int
+    plain: bool  # seal's defaults do: no random IV, RFC 4303 padding
 
 
 @dataclass(slots=True, kw_only=True)
@@ -198,6 +199,7 @@ class _InRoute:
     ctx: EspContext
     esn: bool
     check_padding: bool
+    plain: bool  # open_untrusted's defaults do: no ESN, RFC 4303 padding
 
 
 class StreamSecurity:
@@ -283,36 +285,39 @@ class StreamSecurity:
         if sa is not self._last_out_sa:
             self._last_out_sa = sa
             self.last_out = identity_of(sa)
+        padding = PadMode(int(sa.padding))
         route = _OutRoute(
             gen=gen,
             entry=entry,
             ctx=ctx,
             spi=sa.spi,
             esn=sa.esn,
-            padding=PadMode(int(sa.padding)),
+            padding=padding,
             random_pad=sa.padding is Padding.RANDOM,
             iv_len=ctx.iv_len if ctx.needs_random_iv else 0,
             fixed=8 + ctx.iv_len + 2 + ctx.icv_len,
             align=ctx.align,
+            plain=padding is PadMode.SEQ and not ctx.needs_random_iv,
         )
         self._route = route
         return route
 
     def _reserve(self, route: _OutRoute, nbytes: int, now: float) -> tuple[_OutRoute, int]:
-        """The sequence number of the next packet (``nbytes`` charged to the SA); when the SA
-        died since the route was taken, one new selection."""
-        reserve = self._sadb.reserve_and_account
+        """The sequence number of the next packet (``nbytes`` charged to the SA)."""
         try:
-            return route, reserve(route.entry, nbytes, now)
+            return route, self._sadb.reserve_and_account(route.entry, nbytes, now)
         except SequenceOverflowError:
             self.counters.add(self._c_out_seqoverflow)
             raise
         except SecsockError:
-            # The SA died (a hard lifetime, perhaps reached by this stream's previous packet,
-            # or a delete): what does the SADB offer now? NoSAError if nothing.
-            route = self._out_route(now)
+            return self._reselect(nbytes, now)
+
+    def _reselect(self, nbytes: int, now: float) -> tuple[_OutRoute, int]:
+        """The SA of the route died (a hard lifetime, perhaps reached by this stream's previous
+        packet, or a delete): select what the SADB offers now (NoSAError if nothing)."""
+        route = self._out_route(now)
         try:
-            return route, reserve(route.entry, nbytes, now)
+            return route, self._sadb.reserve_and_account(route.entry, nbytes, now)
         except SequenceOverflowError:
             self.counters.add(self._c_out_seqoverflow)
             raise
@@ -333,31 +338,50 @@ class StreamSecurity:
         if route is None or route.gen != self._sadb.generation:
             route = self._out_route(now)
         pad_to = sysctl.get(self._randpad)
-        pad_to = max(pad_to, 0)
-        rng = self._rng
         seal = _esp.seal
+        reserve = self._sadb.reserve_and_account
         packets: list[bytes] = []
-        for segment in segments:
-            n = len(segment)
-            if pad_to:
-                nbytes = route.ctx.sealed_length(n, pad_to)
-            else:
+        if pad_to <= 0 and route.plain:
+            # The usual case: sequence-number IV, RFC 4303 padding, no TFC padding; the
+            # defaulted options are left out of the call.
+            for segment in segments:
+                n = len(segment)
                 nbytes = route.fixed + n + (-(n + 2) % route.align)
-            route, seq = self._reserve(route, nbytes, now)
-            packets.append(
-                seal(
-                    route.ctx,
-                    spi=route.spi,
-                    seq=seq,
-                    payload=segment,
-                    next_header=_NH_TCP,
-                    esn=route.esn,
-                    iv=rng(route.iv_len) if route.iv_len else None,
-                    padding=route.padding,
-                    random_pad=rng(255) if route.random_pad else None,
-                    pad_to=pad_to,
+                try:
+                    seq = reserve(route.entry, nbytes, now)
+                except SequenceOverflowError:
+                    self.counters.add(self._c_out_seqoverflow)
+                    raise
+                except SecsockError:
+                    route, seq = self._reselect(nbytes, now)
+                packets.append(
+                    seal(route.ctx, spi=route.spi, seq=seq, payload=segment,
+                         next_header=_NH_TCP, esn=route.esn)
                 )
-            )
+        else:
+            pad_to = max(pad_to, 0)
+            rng = self._rng
+            for segment in segments:
+                n = len(segment)
+                if pad_to:
+                    nbytes = route.ctx.sealed_length(n, pad_to)
+                else:
+                    nbytes = route.fixed + n + (-(n + 2) % route.align)
+                route, seq = self._reserve(route, nbytes, now)
+                packets.append(
+                    seal(
+                        route.ctx,
+                        spi=route.spi,
+                        seq=seq,
+                        payload=segment,
+                        next_header=_NH_TCP,
+                        esn=route.esn,
+                        iv=rng(route.iv_len) if route.iv_len else None,
+                        padding=route.padding,
+                        random_pad=rng(255) if route.random_pad else None,
+                        pad_to=pad_to,
+                    )
+                )
         for counter in self._out_success:
             for _ in segments:
                 next(counter)
@@ -383,8 +407,9 @@ class StreamSecurity:
         ctx = entry.crypto
         if not isinstance(ctx, EspContext):  # pragma: no cover - lookup by ESP gave AH
             return self._drop(DropReason.NO_SA, f"SA 0x{spi:08x} has no ESP context")
+        check_padding = sa.padding is Padding.SEQ
         route = _InRoute(gen=gen, spi=spi, entry=entry, sa=sa, ctx=ctx, esn=sa.esn,
-                         check_padding=sa.padding is Padding.SEQ)
+                         check_padding=check_padding, plain=check_padding and not sa.esn)
         self._in = route
         return route
 
@@ -409,8 +434,11 @@ class StreamSecurity:
             return self._drop(DropReason.REPLAY,
                               f"replayed or outside the window (spi 0x{spi:08x} seq {seq_lo})")
         try:
-            opened = _esp.open_untrusted(route.ctx, packet, seq_hi=seq >> 32, esn=route.esn,
-                                         check_padding=route.check_padding)
+            if route.plain:  # no ESN, RFC 4303 padding: open_untrusted's defaults
+                opened = _esp.open_untrusted(route.ctx, packet)
+            else:
+                opened = _esp.open_untrusted(route.ctx, packet, seq_hi=seq >> 32,
+                                             esn=route.esn, check_padding=route.check_padding)
         except IntegrityError as exc:
             return self._drop(DropReason.AUTH_FAILED, str(exc))
         except MalformedPacket as exc:
