@@ -305,3 +305,63 @@ def test_required_prefix_is_checked_on_the_first_octets() -> None:
     assert error is not None
     assert error.reason is DropReason.MALFORMED
     assert "'IKETCP' stream prefix" in str(error)
+
+
+# --- inner segments other than the usual 20-octet header -------------------------------------
+
+
+def _frame_of(client: SecureStreamConnection, segment: bytes, *, next_header: int = 6) -> bytes:
+    """``segment`` sealed on the client's SA (next header as given) and framed."""
+    from secsock.core import esp
+
+    store = client._protector._sadb  # type: ignore[attr-defined]
+    entry = store.lookup_outbound(A, B, "esp", "transport")
+    packet = esp.seal(entry.crypto, spi=entry.sa.spi, seq=store.reserve_seq(entry),
+                      payload=segment, next_header=next_header)
+    return struct.pack("!H", len(packet) + 2) + packet
+
+
+def _tcp(seq: int, *, offset_byte: int, options: bytes = b"", flags: int = 0x18) -> bytes:
+    return struct.pack("!HHIIBBHHH", 40000, 4500, seq, 0, offset_byte, flags, 65535, 0, 0) + options
+
+
+@pytest.mark.parametrize(
+    ("offset_byte", "options"),
+    [(0x60, b"\x01\x01\x01\x01"), (0x51, b""), (0xF0, bytes(40))],
+    ids=["nop-options", "ns-bit", "longest-header"],
+)
+def test_segments_with_options_or_flag_bits_deliver_their_payload(
+    offset_byte: int, options: bytes
+) -> None:
+    client, server = _pair()
+    first = b"".join(client.send_pieces(b"usual", now=NOW))
+    odd = _frame_of(client, _tcp(5, offset_byte=offset_byte, options=options) + b" odd")
+    after = b"".join(client.send_pieces(b"x" * 5, now=NOW))  # the client's offset is 5 too
+    payloads, error = server.receive_data(first + odd, now=NOW)
+    assert error is None
+    assert b"".join(payloads) == b"usual odd"
+    # The client did not count the hand-made segment, so its next frame is a replay of offset 5.
+    payloads, error = server.receive_data(after, now=NOW)
+    assert error is not None
+    assert error.reason is DropReason.REPLAY
+
+
+@pytest.mark.parametrize(
+    ("segment", "next_header", "message"),
+    [
+        (b"short", 6, "at least 20 bytes"),
+        (_tcp(0, offset_byte=0x40), 6, "data offset"),
+        (_tcp(0, offset_byte=0x60), 6, "data offset"),  # says 24 octets, has 20
+        (_tcp(0, offset_byte=0x50) + b"udp?", 17, "expected next header 6"),
+    ],
+)
+def test_malformed_inner_segments_are_bad_inner(
+    segment: bytes, next_header: int, message: str
+) -> None:
+    client, server = _pair()
+    wire = PREFIX + _frame_of(client, segment, next_header=next_header)
+    payloads, error = server.receive_data(wire, now=NOW)
+    assert payloads == []
+    assert error is not None
+    assert error.reason is DropReason.BAD_INNER
+    assert message in str(error)
