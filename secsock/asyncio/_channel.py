@@ -398,7 +398,7 @@ class SecureStreamConnection:
 
     def receive_data(
         self, data: bytes | bytearray | memoryview, *, now: float
-    ) -> tuple[list[memoryview], IPsecStreamError | None]:
+    ) -> tuple[list[bytes | memoryview], IPsecStreamError | None]:
         """Feed wire bytes; return the application bytes they completed and any stream error.
 
         The bytes returned (one read-only view per frame, on a buffer nobody else holds) are
@@ -408,7 +408,7 @@ class SecureStreamConnection:
         """
         if self._error is not None:
             return [], self._error
-        out: list[memoryview] = []
+        out: list[bytes | memoryview] = []
         view = memoryview(data)
         if type(data) is not bytes and (
             view.itemsize != 1 or view.ndim != 1 or not view.c_contiguous
@@ -436,7 +436,7 @@ class SecureStreamConnection:
             self._pending += view[pos:]
         return out, None
 
-    def _complete(self, view: memoryview, out: list[memoryview], now: float) -> int | None:
+    def _complete(self, view: memoryview, out: list[bytes | memoryview], now: float) -> int | None:
         """Settle the prefix and finish the pending frame(s) from the head of ``view``; return
         how many bytes of ``view`` that took (all of them when it was not enough), or None if
         the stream broke."""
@@ -510,7 +510,7 @@ class SecureStreamConnection:
         self.fail(DropReason.MALFORMED, f"ESP-in-TCP: {why}")
         return True
 
-    def _frame(self, body: memoryview, out: list[memoryview], now: float) -> bool:
+    def _frame(self, body: memoryview, out: list[bytes | memoryview], now: float) -> bool:
         """Open one frame body and append its bytes to ``out``; True if it broke the stream."""
         if len(body) < 8 or not (body[0] or body[1] or body[2] or body[3]):
             return self._odd_frame(body)
@@ -540,7 +540,7 @@ class SecureStreamConnection:
             self._fin_received = True
         return False
 
-    def _odd_segment(self, result: Opened, out: list[memoryview]) -> bool:
+    def _odd_segment(self, result: Opened, out: list[bytes | memoryview]) -> bool:
         """An authenticated payload that is not the usual segment: another next header, a
         malformed inner header, or TCP options (a longer header, accepted)."""
         segment, next_header, _spi, _seq = result

@@ -248,7 +248,7 @@ def test_payload_views_survive_later_data() -> None:
     assert error is None
     assert b"".join(held) == first
     assert b"".join(later) == second
-    assert all(p.readonly for p in held + later)
+    assert all(memoryview(p).readonly for p in held + later)
 
 
 @pytest.mark.parametrize(
