@@ -405,3 +405,31 @@ def test_relay_only_authentic_unreplayed_datagrams_arrive(loop_name: str, seed: 
         tb.close()
 
     run(loop_name, scenario)
+
+
+@pytest.mark.parametrize("loop_name", list(LOOPS))
+def test_connected_endpoint_hears_only_its_peer_and_reports_the_last_sas(loop_name: str) -> None:
+    async def scenario() -> None:
+        store = direct_store(A, B)
+        ta, pa, tb, _pb = await _pair(store, connect=True)
+        info = ta.get_extra_info("ipsec")
+        assert info.inbound_sa is None  # nothing received or sent yet
+        assert info.outbound_sa is None
+        # another endpoint on the peer's address (same SA, other port): authentic, but not
+        # the connected peer, so neither delivered nor reported as a drop
+        tc, _pc = await create_datagram_endpoint(Recorder, local_addr=(B, 0),
+                                                 policy=[POLICY, IN_POLICY], sadb=store)
+        a_addr = ta.get_extra_info("sockname")
+        tc.sendto(b"not the peer", a_addr)
+        tb.sendto(b"the peer", a_addr)
+        await pa.wait_for(1)
+        assert pa.datagrams == [(b"the peer", tb.get_extra_info("sockname"))]
+        assert pa.drops == []
+        in_sa = ta.get_extra_info("ipsec").inbound_sa  # looked up now, from the last datagram
+        assert in_sa is not None
+        assert (in_sa.spi, str(in_sa.src), str(in_sa.dst)) == (0x1002, B, A)
+        assert ta.engine.statistics().in_success == 2  # both authenticated by the engine
+        for t in (ta, tb, tc):
+            t.close()
+
+    run(loop_name, scenario)

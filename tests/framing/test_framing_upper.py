@@ -12,8 +12,11 @@ from hypothesis import strategies as st
 from secsock.core.upper import (
     UDP_MAX_PAYLOAD,
     build_udp,
+    build_udp_partial,
+    parse_udp_authenticated_untrusted,
     parse_udp_untrusted,
     udp_checksum,
+    udp_partial_sum,
 )
 from secsock.errors import DropReason, MalformedPacket
 
@@ -264,3 +267,77 @@ def test_mismatched_addresses_are_a_caller_bug(src: bytes, dst: bytes) -> None:
         udp_checksum(src, dst, b"\0" * 8)
     with pytest.raises(ValueError, match="packed addresses"):
         parse_udp_untrusted(b"\0" * 8, src, dst)
+
+
+# --- the per-flow partial sum and the ICV-covered parse ----------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(addrs=addresses, sport=ports, dport=ports,
+       payload=st.one_of(st.binary(max_size=100), st.binary(min_size=760, max_size=3000)))
+def test_build_udp_partial_is_build_udp(
+    addrs: tuple[bytes, bytes], sport: int, dport: int, payload: bytes
+) -> None:
+    # the long payloads take the four-slice sum (768 octets and more), odd lengths included
+    src, dst = addrs
+    partial = udp_partial_sum(src, dst, sport, dport)
+    segment = build_udp_partial(partial, sport, dport, payload)
+    assert segment == build_udp(src, dst, sport, dport, payload)
+    zeroed = segment[:6] + b"\0\0" + segment[8:]
+    assert struct.unpack_from("!H", segment, 6)[0] == naive_udp_checksum(src, dst, zeroed)
+
+
+@pytest.mark.parametrize("length", [766, 767, 768, 769, 1400, 1409, 65527])
+@pytest.mark.parametrize(("src", "dst"), FAMILIES)
+def test_checksum_around_the_slice_threshold(src: bytes, dst: bytes, length: int) -> None:
+    payload = bytes((i * 31 + 7) & 0xFF for i in range(length))
+    segment = build_udp(src, dst, 1, 2, payload)
+    zeroed = segment[:6] + b"\0\0" + segment[8:]
+    assert struct.unpack_from("!H", segment, 6)[0] == naive_udp_checksum(src, dst, zeroed)
+    assert udp_checksum(src, dst, zeroed) == naive_udp_checksum(src, dst, zeroed)
+
+
+def test_partial_sum_and_partial_build_reject_bad_arguments() -> None:
+    with pytest.raises(ValueError, match=r"ports in 0\.\.65535"):
+        udp_partial_sum(V4_SRC, V4_DST, 65536, 1)
+    with pytest.raises(ValueError, match=r"ports in 0\.\.65535"):
+        udp_partial_sum(V4_SRC, V4_DST, 1, -1)
+    with pytest.raises(ValueError, match="packed addresses"):
+        udp_partial_sum(V4_SRC, V6_DST, 1, 2)
+    partial = udp_partial_sum(V4_SRC, V4_DST, 1, 2)
+    assert len(build_udp_partial(partial, 1, 2, bytes(UDP_MAX_PAYLOAD))) == 0xFFFF
+    with pytest.raises(ValueError, match="at most 65527"):
+        build_udp_partial(partial, 1, 2, bytes(UDP_MAX_PAYLOAD + 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    addrs=addresses,
+    segment=st.one_of(
+        st.binary(max_size=200),
+        st.builds(
+            lambda sp, dp, ck, payload: (
+                struct.pack("!HHHH", sp, dp, 8 + len(payload), ck) + payload
+            ),
+            ports,
+            ports,
+            st.sampled_from([0, 0xFFFF, 1, 0x1234]),
+            st.binary(max_size=3),
+        ),
+    ),
+)
+def test_authenticated_parse_is_the_unverified_parse(
+    addrs: tuple[bytes, bytes], segment: bytes
+) -> None:
+    src, dst = addrs
+    try:
+        want: object = parse_udp_untrusted(segment, src, dst, verify_checksum=False)
+    except MalformedPacket as exc:
+        want = (exc.reason, str(exc))
+    try:
+        got: object = parse_udp_authenticated_untrusted(segment, len(src) == 16)
+    except MalformedPacket as exc:
+        got = (exc.reason, str(exc))
+    assert got == want
+    if isinstance(got, tuple) and isinstance(got[0], DropReason):
+        assert got[0] is DropReason.BAD_INNER
