@@ -29,6 +29,7 @@ from typing import Any, Final, Literal, TypeVar
 
 from secsock._transport import (
     NetContext,
+    RealSocket,
     enable_pktinfo,
     peer_address,
     pktinfo_destination,
@@ -574,7 +575,9 @@ async def create_datagram_endpoint(
     engine = IPsecEngine(transport=transport, sadb=sadb, spd=spd)
     for p in socket_policies(policy, fam):
         engine.set_policy(p)
-    sock = _stdlib_socket.socket(fam, _stdlib_socket.SOCK_DGRAM)
+    # The real class, captured at import: under secsock.patch() socket.socket would hand out a
+    # secure socket, which would protect the endpoint's ESP a second time.
+    sock = RealSocket(fam, _stdlib_socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
         if reuse_port:
