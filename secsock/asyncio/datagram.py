@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Final, Literal, TypeVar
 
+from secsock._socket import SecureSocket
 from secsock._transport import (
     NetContext,
     RealSocket,
@@ -519,16 +520,47 @@ class SecureDatagramTransport(asyncio.DatagramTransport):
 
 
 async def _resolve_addr(
-    loop: asyncio.AbstractEventLoop, addr: tuple[str, int] | None, family: int
+    loop: asyncio.AbstractEventLoop, addr: tuple[str, int] | None, family: int, flags: int = 0
 ) -> list[tuple[int, Any]]:
     if addr is None:
         return []
     infos = await loop.getaddrinfo(addr[0], addr[1], family=family,
-                                   type=_stdlib_socket.SOCK_DGRAM)
+                                   type=_stdlib_socket.SOCK_DGRAM, flags=flags)
     if not infos:
         raise OSError(f"getaddrinfo({addr[0]!r}) returned an empty list")
     return [(fam, sa) for fam, _t, _p, _c, sa in infos
             if fam in (_stdlib_socket.AF_INET, _stdlib_socket.AF_INET6)]
+
+
+def _peer_of(remote: tuple[Any, ...]) -> tuple[Address, int, _SockAddr]:
+    ip = ip_address(str(remote[0]).split("%", 1)[0])
+    if len(remote) >= 4 and remote[3]:
+        ip = IPv6Address(f"{ip}%{remote[3]}")
+    return (_bare(ip), int(remote[1]), sockaddr(ip, int(remote[1])))
+
+
+def _start(
+    loop: asyncio.AbstractEventLoop,
+    protocol_factory: Callable[[], _P],
+    sock: _stdlib_socket.socket,
+    engine: IPsecEngine,
+    peer: tuple[Address, int, _SockAddr] | None,
+) -> tuple[SecureDatagramTransport, _P]:
+    """Build the protocol and the transport on the bound real ``sock`` (closed on failure)."""
+    try:
+        protocol = protocol_factory()
+        if not isinstance(protocol, asyncio.DatagramProtocol):
+            raise TypeError(
+                f"expected the factory to build an asyncio.DatagramProtocol, found "
+                f"{type(protocol).__name__}"
+            )
+        tr = SecureDatagramTransport(loop, sock, engine, protocol, peer=peer)
+    except BaseException:
+        sock.close()
+        raise
+    protocol.connection_made(tr)
+    tr.start()
+    return tr, protocol
 
 
 async def create_datagram_endpoint(
@@ -557,9 +589,32 @@ async def create_datagram_endpoint(
     policy-checked datagrams; ``protocol.ipsec_dropped(reason, info)`` (if defined) hears about
     each dropped one.
     """
-    loop = asyncio.get_running_loop()
-    locals_ = await _resolve_addr(loop, local_addr, family)
-    remotes = await _resolve_addr(loop, remote_addr, family)
+    return await open_endpoint(
+        asyncio.get_running_loop(), protocol_factory, local_addr, remote_addr, family=family,
+        policy=policy, sadb=sadb, spd=spd, transport=transport, reuse_port=reuse_port,
+        allow_broadcast=allow_broadcast,
+    )
+
+
+async def open_endpoint(
+    loop: asyncio.AbstractEventLoop,
+    protocol_factory: Callable[[], _P],
+    local_addr: tuple[str, int] | None = None,
+    remote_addr: tuple[str, int] | None = None,
+    *,
+    family: int = 0,
+    flags: int = 0,
+    policy: PolicyArg | None = None,
+    sadb: EngineStore | None = None,
+    spd: SPD | None = None,
+    transport: Transport | Literal["udp", "raw"] = "udp",
+    reuse_port: bool | None = None,
+    allow_broadcast: bool | None = None,
+) -> tuple[SecureDatagramTransport, _P]:
+    """:func:`create_datagram_endpoint` on ``loop`` (``flags`` go to getaddrinfo); what
+    ``secsock.install()`` runs for ``uvloop.Loop.create_datagram_endpoint``."""
+    locals_ = await _resolve_addr(loop, local_addr, family, flags)
+    remotes = await _resolve_addr(loop, remote_addr, family, flags)
     families = [family] if family else [_stdlib_socket.AF_INET, _stdlib_socket.AF_INET6]
     chosen: tuple[int, Any, Any] | None = None
     for fam in families:
@@ -586,22 +641,35 @@ async def create_datagram_endpoint(
             sock.setsockopt(_stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_BROADCAST, 1)
         sock.bind(local if local is not None else
                   (("0.0.0.0", 0) if fam == _stdlib_socket.AF_INET else ("::", 0)))
-        peer: tuple[Address, int, _SockAddr] | None = None
-        if remote is not None:
-            ip = ip_address(str(remote[0]).split("%", 1)[0])
-            if len(remote) >= 4 and remote[3]:
-                ip = IPv6Address(f"{ip}%{remote[3]}")
-            peer = (_bare(ip), int(remote[1]), sockaddr(ip, int(remote[1])))
-        protocol = protocol_factory()
-        if not isinstance(protocol, asyncio.DatagramProtocol):
-            raise TypeError(
-                f"expected the factory to build an asyncio.DatagramProtocol, found "
-                f"{type(protocol).__name__}"
-            )
-        tr = SecureDatagramTransport(loop, sock, engine, protocol, peer=peer)
+        peer = _peer_of(remote) if remote is not None else None
     except BaseException:
         sock.close()
         raise
-    protocol.connection_made(tr)
-    tr.start()
-    return tr, protocol
+    return _start(loop, protocol_factory, sock, engine, peer)
+
+
+async def adopt_socket(
+    loop: asyncio.AbstractEventLoop,
+    protocol_factory: Callable[[], _P],
+    secure: SecureSocket,
+) -> tuple[SecureDatagramTransport, _P]:
+    """An endpoint on ``secure``'s descriptor, with its engine (policies, stores, transport,
+    counters) and its connected peer; ``secure`` is detached. What ``secsock.install()`` runs
+    for ``uvloop.Loop.create_datagram_endpoint(sock=...)``, whose libuv transport would
+    otherwise write to the descriptor around IPsec."""
+    try:
+        peer_name: tuple[Any, ...] | None = secure.getpeername()
+    except OSError:
+        peer_name = None
+    if secure.getsockname()[1] == 0:
+        secure.bind(("0.0.0.0", 0) if secure.family == _stdlib_socket.AF_INET else ("::", 0))
+    family = secure.family
+    engine = secure.engine
+    sock = RealSocket(family, _stdlib_socket.SOCK_DGRAM, 0, secure.detach())
+    try:
+        sock.setblocking(False)
+        peer = _peer_of(peer_name) if peer_name is not None else None
+    except BaseException:
+        sock.close()
+        raise
+    return _start(loop, protocol_factory, sock, engine, peer)
