@@ -56,10 +56,15 @@ from secsock.errors import DropReason, MalformedPacket
 from secsock.sadb.model import SAProtocol
 
 __all__ = (
+    "IPV6_V6ONLY",
     "IKEHandler",
     "NetContext",
+    "check_v6only_option",
     "get_ike_handler",
+    "is_v4_mapped",
+    "refuse_v4_mapped",
     "set_ike_handler",
+    "set_v6only",
 )
 
 _LOG: Final = logging.getLogger("secsock")
@@ -76,6 +81,8 @@ IP_PKTINFO: Final = int(getattr(_stdlib_socket, "IP_PKTINFO", 8))
 IPV6_RECVPKTINFO: Final = int(getattr(_stdlib_socket, "IPV6_RECVPKTINFO", 49))
 IPV6_PKTINFO: Final = int(getattr(_stdlib_socket, "IPV6_PKTINFO", 50))
 IP_HDRINCL: Final = int(getattr(_stdlib_socket, "IP_HDRINCL", 3))
+IPV6_V6ONLY: Final = int(getattr(_stdlib_socket, "IPV6_V6ONLY", 26))
+_V4_MAPPED_PREFIX: Final = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96
 _ANC_SIZE: Final = _stdlib_socket.CMSG_SPACE(32)
 _MAX_DGRAM: Final = 65535
 _IN_PKTINFO: Final = struct.Struct("=i4s4s")  # ifindex, spec_dst, addr
@@ -117,6 +124,86 @@ def _spi_of(data: bytes, offset: int) -> int | None:
     if len(data) < offset + 4:
         return None
     return int.from_bytes(data[offset : offset + 4], "big")
+
+
+# --- IPv4-mapped addresses (::ffff:0:0/96) ----------------------------------------------------
+#
+# An AF_INET6 socket that is not IPV6_V6ONLY also sends and receives IPv4, under IPv4-mapped
+# addresses. The SPD and def_policy would then be consulted with IPv6 selectors and the inet6
+# sysctl tree, so IPv4 traffic would escape the IPv4 policies. Every AF_INET6 secure socket
+# and endpoint is therefore IPv6-only (set_v6only), refuses to become dual-stack
+# (check_v6only_option) and refuses mapped destinations (refuse_v4_mapped); the engine drops
+# datagrams with mapped addresses as policy violations. docs/socket.md says so.
+
+
+def is_v4_mapped(addr: Address | str) -> bool:
+    """True for an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``), given as an ipaddress
+    object or as text (a scope id is ignored; text that is no address is False)."""
+    if isinstance(addr, str):
+        try:
+            addr = ip_address(addr.split("%", 1)[0])
+        except ValueError:
+            return False
+    return isinstance(addr, IPv6Address) and addr.packed[:12] == _V4_MAPPED_PREFIX
+
+
+def refuse_v4_mapped(addr: Address) -> None:
+    """Raise OSError(EAFNOSUPPORT) for an IPv4-mapped destination of an AF_INET6 secure
+    socket (IPv4 goes through an AF_INET one, where the IPv4 policies apply)."""
+    if is_v4_mapped(addr):
+        raise OSError(
+            errno.EAFNOSUPPORT,
+            f"{addr} is an IPv4-mapped address; secure AF_INET6 sockets are IPv6-only "
+            f"(IPV6_V6ONLY), use an AF_INET socket for IPv4 so that the IPv4 policies apply",
+        )
+
+
+def set_v6only(sock: _stdlib_socket.socket) -> None:
+    """Make an AF_INET6 socket IPv6-only (IPV6_V6ONLY=1); nothing for other families.
+
+    The kernel refuses the change once the socket is bound: a bound dual-stack descriptor
+    raises OSError(EINVAL) saying so (an already IPv6-only one is fine).
+    """
+    if sock.family != AF_INET6:
+        return
+    ipv6 = _stdlib_socket.IPPROTO_IPV6
+    try:
+        sock.setsockopt(ipv6, IPV6_V6ONLY, 1)
+    except OSError as exc:
+        if sock.getsockopt(ipv6, IPV6_V6ONLY) != 0:
+            return
+        raise OSError(
+            exc.errno or errno.EINVAL,
+            "secure AF_INET6 sockets must be IPv6-only (IPV6_V6ONLY=1), and this descriptor "
+            "is already bound as a dual-stack socket; set IPV6_V6ONLY before binding it",
+        ) from None
+
+
+def check_v6only_option(level: int, optname: int, value: object) -> bool:
+    """For ``setsockopt(level, optname, value)`` on a secure AF_INET6 socket: raise
+    OSError(EINVAL) when it would clear IPV6_V6ONLY; True when it sets it (already set, so
+    the caller has nothing to do); False for any other option."""
+    if level != _stdlib_socket.IPPROTO_IPV6 or optname != IPV6_V6ONLY:
+        return False
+    if isinstance(value, int):
+        on = value != 0
+    elif value is None:
+        on = False  # setsockopt(..., None, optlen): the kernel reads 0
+    else:
+        try:
+            raw = memoryview(value).cast("B").tobytes()  # type: ignore[arg-type]
+        except TypeError:
+            return False  # not a buffer: let the kernel call raise what it raises
+        # the kernel reads an int, or 0 from a shorter buffer
+        on = len(raw) >= 4 and int.from_bytes(raw[:4], sys.byteorder) != 0
+    if not on:
+        raise OSError(
+            errno.EINVAL,
+            "secure AF_INET6 sockets stay IPv6-only: clearing IPV6_V6ONLY would let IPv4 "
+            "traffic through under IPv4-mapped addresses, outside the IPv4 policies; use an "
+            "AF_INET secure socket for IPv4",
+        )
+    return True
 
 
 def pktinfo_destination(ancdata: list[tuple[int, int, bytes]]) -> Address | None:
