@@ -10,11 +10,17 @@ default SADB and SPD (``--setkey``), ``secsock.install()`` -- so every
 ``runpy`` as ``__main__`` with ``sys.argv`` set to the program and its arguments. TCP and other
 sockets are left alone. The exit status is the program's. ``--stats`` prints the process-wide
 counters to stderr when the program ends.
+
+secsock stays installed until the process exits: after the main module returns, the
+interpreter still joins the program's non-daemon threads, runs its atexit handlers, and lets
+daemon threads run, and each of them may open UDP sockets. ``--stats`` is printed by an atexit
+handler registered before the program runs, so it comes after all of that.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import runpy
 import sys
@@ -54,10 +60,14 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def run_program(command: list[str], *, transport: str = "udp") -> int:
+def run_program(command: list[str], *, transport: str = "udp", restore: bool = True) -> int:
     """Install secsock and run ``command`` (``[path, *args]`` or ``["-m", module, *args]``)
-    in this process as ``__main__``; returns its exit status. Restores ``socket.socket``,
-    ``sys.argv`` and ``sys.path`` afterwards."""
+    in this process as ``__main__``; returns its exit status. Restores ``sys.argv`` and
+    ``sys.path`` afterwards, and ``socket.socket`` too unless ``restore`` is False.
+
+    With ``restore`` (in-process use), sockets the program's threads or atexit handlers
+    create after its main module returned are ordinary sockets again; ``secsock run`` passes
+    ``restore=False`` because the process ends with the program."""
     if not command:
         raise ValueError("expected a program to run: -- program.py [args...]")
     saved_argv, saved_path = sys.argv[:], sys.path[:]
@@ -77,7 +87,8 @@ def run_program(command: list[str], *, transport: str = "udp") -> int:
     except SystemExit as exc:
         return _exit_code(exc)
     finally:
-        uninstall()
+        if restore:
+            uninstall()
         sys.argv[:] = saved_argv
         sys.path[:] = saved_path
     return 0
@@ -105,15 +116,22 @@ def _main(args: argparse.Namespace) -> int:
     if command[0] != "-m" and not os.path.exists(command[0]):
         print(f"secsock run: no such program: {command[0]}", file=sys.stderr)
         return 2
-    try:
-        return run_program(command, transport=args.transport)
-    finally:
-        if args.stats:
-            from secsock._stats import stats
-            from secsock.cli.stats import format_stats, sadb_rows
-            from secsock.sadb.store import MemoryStore, default_sadb
+    if args.stats:
+        # atexit runs its handlers last-registered first, and only after the interpreter has
+        # joined the non-daemon threads: registered now, the counters are printed after the
+        # program's threads and its own atexit handlers are done.
+        atexit.register(_print_stats)
+    # Not restored: the program is not over when its main module returns (threads, atexit
+    # handlers), and the process ends with it.
+    return run_program(command, transport=args.transport, restore=False)
 
-            store = default_sadb()
-            rows = sadb_rows(store) if isinstance(store, MemoryStore) else []
-            for line in format_stats(stats(), rows):
-                print(line, file=sys.stderr)
+
+def _print_stats() -> None:
+    from secsock._stats import stats
+    from secsock.cli.stats import format_stats, sadb_rows
+    from secsock.sadb.store import MemoryStore, default_sadb
+
+    store = default_sadb()
+    rows = sadb_rows(store) if isinstance(store, MemoryStore) else []
+    for line in format_stats(stats(), rows):
+        print(line, file=sys.stderr)
