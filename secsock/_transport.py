@@ -362,7 +362,7 @@ class EncapEndpoint:
             now=time.time(),
         )
         if not isinstance(result, Dropped):
-            self._ctx.dispatch(result)
+            self._ctx.dispatch(result, engine)
 
     def close(self) -> None:
         self._dispatcher.close()
@@ -413,7 +413,7 @@ class RawEndpoint:
                 now=time.time(),
             )
         if not isinstance(result, Dropped):
-            self._ctx.dispatch(result)
+            self._ctx.dispatch(result, engine)
 
     def close(self) -> None:
         self._dispatcher.close()
@@ -540,8 +540,14 @@ class NetContext:
                     del self._sockets[key]
             self._refresh_engines()
 
-    def dispatch(self, datagram: Decapsulated) -> None:
-        """Queue a decapsulated datagram for the socket bound to its destination."""
+    def dispatch(self, datagram: Decapsulated, engine: IPsecEngine) -> None:
+        """Queue a datagram ``engine`` decapsulated for the socket bound to its destination.
+
+        The socket is chosen as the kernel chooses (an exact address match, else a wildcard
+        one); it gets the datagram only if its SADB is ``engine``'s, the store whose SA
+        authenticated it. Otherwise the datagram is a ``no-sa`` drop: for that socket, no SA
+        exists (secure sockets of one process may bring their own SADBs).
+        """
         target: Inbox | None = None
         with self._lock:
             entries = self._sockets.get((datagram.dst.version, datagram.dport), ())
@@ -557,6 +563,13 @@ class NetContext:
         if target is None:
             _LOG.debug("no secure socket on port %d for a datagram from %s",
                        datagram.dport, datagram.src)
+            return
+        if target._sadb is not engine.sadb:
+            outer = datagram.applied[0] if datagram.applied else None
+            engine.drop(DropReason.NO_SA, None if outer is None else outer.spi,
+                        None if outer is None else outer.seq,
+                        f"the secure socket on port {datagram.dport} uses another SADB than "
+                        f"the one holding the SA")
             return
         target._enqueue(datagram)
 

@@ -1041,6 +1041,14 @@ class IPsecEngine:
         self._rx[spi] = rx
         return rx
 
+    def drop(
+        self, reason: DropReason, spi: int | None = None, seq: int | None = None,
+        detail: str = "",
+    ) -> Dropped:
+        """Count (and, with the debug sysctl on, log) a drop decided outside the engine, e.g.
+        by a shared carrier that found no socket entitled to a decapsulated datagram."""
+        return self._drop(reason, spi, seq, detail)
+
     def _drop(
         self, reason: DropReason, spi: int | None = None, seq: int | None = None,
         detail: str = "",
