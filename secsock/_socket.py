@@ -133,7 +133,10 @@ class SecureSocket(_stdlib_socket.socket):
                 raise ValueError(f"secsock.socket supports proto 0 or IPPROTO_UDP, got {proto}")
         # The engine first: a bad transport raises before a descriptor is opened.
         engine = IPsecEngine(transport=transport, sadb=sadb, spd=spd)
-        super().__init__(family, type, proto, fileno)
+        if fileno is None:
+            super().__init__(family, type, proto)
+        else:  # what the descriptor is, not what the caller says (socket.socket trusts it)
+            super().__init__(-1, -1, -1, fileno)
         if self.family not in (AF_INET, AF_INET6) or self.type != SOCK_DGRAM:
             fam, typ = self.family, self.type
             super().detach()
@@ -141,6 +144,11 @@ class SecureSocket(_stdlib_socket.socket):
                 f"secsock.socket wraps UDP sockets only, descriptor {fileno} is "
                 f"family {fam} type {typ}"
             )
+        try:  # IPv6-only: IPv4 under mapped addresses would escape the IPv4 policies
+            _transport.set_v6only(self)
+        except OSError:
+            super().detach()  # the descriptor stays the caller's
+            raise
         self._engine = engine
         self._timeout: float | None = super().gettimeout()
         super().setblocking(False)
@@ -271,6 +279,7 @@ class SecureSocket(_stdlib_socket.socket):
             if not isinstance(ip, IPv6Address):
                 raise OSError(errno.EAFNOSUPPORT,
                               f"an AF_INET6 socket takes IPv6 addresses, got {ip}")
+            _transport.refuse_v4_mapped(ip)
             if len(address) >= 4 and address[3] and not ip.scope_id:
                 ip = IPv6Address(f"{ip}%{address[3]}")
         return ip, port, sockaddr(ip, port)
@@ -621,7 +630,12 @@ class SecureSocket(_stdlib_socket.socket):
     def setsockopt(self, level: int, optname: int, value: int | Buffer | None,
                    optlen: int | None = None, /) -> None:
         """socket.setsockopt, except that IP_IPSEC_POLICY / IPV6_IPSEC_POLICY set the IPsec
-        policy for the direction the buffer names, checked as the KAME kernel checks it."""
+        policy for the direction the buffer names, checked as the KAME kernel checks it.
+        IPV6_V6ONLY cannot be cleared (secure AF_INET6 sockets are IPv6-only)."""
+        if level == IPPROTO_IPV6 and _transport.check_v6only_option(
+            level, optname, None if optlen is not None else value
+        ):
+            return  # already IPv6-only
         if not self._is_policy_option(level, optname):
             if optlen is not None:
                 super().setsockopt(level, optname, None, optlen)

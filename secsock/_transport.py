@@ -167,10 +167,10 @@ def set_v6only(sock: _stdlib_socket.socket) -> None:
     if sock.family != AF_INET6:
         return
     ipv6 = _stdlib_socket.IPPROTO_IPV6
-    try:
-        sock.setsockopt(ipv6, IPV6_V6ONLY, 1)
+    try:  # the real socket's methods: a secure socket's setsockopt filters this option
+        RealSocket.setsockopt(sock, ipv6, IPV6_V6ONLY, 1)
     except OSError as exc:
-        if sock.getsockopt(ipv6, IPV6_V6ONLY) != 0:
+        if RealSocket.getsockopt(sock, ipv6, IPV6_V6ONLY) != 0:
             return
         raise OSError(
             exc.errno or errno.EINVAL,

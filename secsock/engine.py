@@ -411,6 +411,7 @@ _tnew: Final = tuple.__new__
 _esp_seal: Final = _esp.seal
 _esp_open: Final = _esp.open_untrusted
 _spi_seq: Final = struct.Struct("!II").unpack_from
+_V4_MAPPED: Final = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96, as a packed address's prefix
 
 
 class IPsecEngine:
@@ -574,6 +575,11 @@ class IPsecEngine:
         return packed
 
     def _compute_decision(self, direction: Direction, flow: Flow) -> _Decision:
+        if flow.src_p[:12] == _V4_MAPPED or flow.dst_p[:12] == _V4_MAPPED:
+            # IPv4 under IPv4-mapped IPv6 addresses would be judged by IPv6 selectors and the
+            # inet6 sysctls, escaping the IPv4 policies: refused both ways (docs/socket.md).
+            return _Decision(_V_DISCARD, (), Policy(direction=direction, action=Action.DISCARD),
+                             "IPv4-mapped address (IPv4 must use an AF_INET socket)")
         sp = self._out_policy if direction == _OUT else self._in_policy
         source = "socket policy"
         if sp.action == Action.ENTRUST:
