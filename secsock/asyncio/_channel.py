@@ -106,8 +106,12 @@ class StreamProtector(Protocol):
         """
         ...
 
-    def dropped(self, reason: DropReason) -> None:
-        """Count a drop the stream itself decided (framing, order, inner segment)."""
+    def dropped(
+        self, reason: DropReason, detail: str = "", *, spi: int | None = None,
+        seq: int | None = None,
+    ) -> None:
+        """Count (and, with the debug sysctl on, log) a drop the stream itself decided
+        (framing, order, inner segment); ``spi``/``seq`` name the frame's packet if known."""
         ...
 
 
@@ -388,11 +392,15 @@ class SecureStreamConnection:
         """True once the peer's authenticated end-of-stream segment arrived."""
         return self._fin_received
 
-    def fail(self, reason: DropReason, message: str, *, counted: bool = False) -> IPsecStreamError:
-        """Break the stream (first error wins), count the drop unless ``counted``, return it."""
+    def fail(
+        self, reason: DropReason, message: str, *, counted: bool = False,
+        spi: int | None = None, seq: int | None = None,
+    ) -> IPsecStreamError:
+        """Break the stream (first error wins), count the drop unless ``counted`` (the
+        protector counted it already), return it."""
         if self._error is None:
             if not counted:
-                self._protector.dropped(reason)
+                self._protector.dropped(reason, message, spi=spi, seq=seq)
             self._error = IPsecStreamError(reason, message)
         return self._error
 
@@ -549,12 +557,14 @@ class SecureStreamConnection:
                 DropReason.BAD_INNER,
                 f"expected next header {NEXT_HEADER_TCP} (TCP), found {next_header} "
                 f"{_where(result)}",
+                spi=result.spi, seq=result.seq,
             )
             return True
         try:
             parsed = parse_segment_untrusted(segment)
         except MalformedPacket as exc:
-            self.fail(DropReason.BAD_INNER, f"{exc} {_where(result)}")
+            self.fail(DropReason.BAD_INNER, f"{exc} {_where(result)}", spi=result.spi,
+                      seq=result.seq)
             return True
         if parsed.seq != self._received % _MOD32:
             return self._out_of_order(result, parsed.seq)
@@ -575,6 +585,7 @@ class SecureStreamConnection:
             DropReason.REPLAY,
             f"out-of-order frame ({what}): expected stream offset {expected}, found {seq} "
             f"{_where(result)}",
+            spi=result.spi, seq=result.seq,
         )
         return True
 

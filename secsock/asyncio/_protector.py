@@ -20,6 +20,7 @@ fallback for ``use``.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import struct
 from collections.abc import Callable, Sequence
@@ -58,6 +59,7 @@ _NH_TCP: Final = 6
 _NH_NONE: Final = 59
 _SPI_SEQ: Final = struct.Struct("!II")
 _new_tuple: Final = tuple.__new__
+_LOG: Final = logging.getLogger("secsock")
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,12 +391,23 @@ class StreamSecurity:
 
     # -- inbound -----------------------------------------------------------------------------
 
-    def dropped(self, reason: DropReason) -> None:
+    def dropped(
+        self, reason: DropReason, detail: str = "", *, spi: int | None = None,
+        seq: int | None = None,
+    ) -> None:
         """Count a drop decided above the ESP layer (the stream's own checks)."""
-        self.counters.drop(reason)
+        self._drop(reason, detail, spi, seq)
 
-    def _drop(self, reason: DropReason, message: str) -> tuple[DropReason, str]:
+    def _drop(
+        self, reason: DropReason, message: str, spi: int | None = None, seq: int | None = None
+    ) -> tuple[DropReason, str]:
+        """Count a drop and, with the ipsec(4) debug sysctl on, log one DEBUG line as the
+        engine does (reason, SPI, sequence number, what was wrong; never keys or payload)."""
         self.counters.drop(reason)
+        if sysctl.debug_enabled():
+            _LOG.debug("drop reason=%s spi=%s seq=%s stream %s->%s: %s", reason,
+                       "-" if spi is None else f"0x{spi:08x}", "-" if seq is None else seq,
+                       self._peer, self._local, message)
         return reason, message
 
     def _in_route(self, spi: int, seq_lo: int) -> _InRoute | tuple[DropReason, str]:
@@ -402,11 +415,13 @@ class StreamSecurity:
         entry = self._sadb.lookup_inbound(self._local, _ESP, spi) if spi >= 256 else None
         if entry is None:
             return self._drop(DropReason.NO_SA,
-                              f"no esp SA for {self._local} with spi 0x{spi:08x} (seq {seq_lo})")
+                              f"no esp SA for {self._local} with spi 0x{spi:08x} (seq {seq_lo})",
+                              spi, seq_lo)
         sa = entry.sa
         ctx = entry.crypto
         if not isinstance(ctx, EspContext):  # pragma: no cover - lookup by ESP gave AH
-            return self._drop(DropReason.NO_SA, f"SA 0x{spi:08x} has no ESP context")
+            return self._drop(DropReason.NO_SA, f"SA 0x{spi:08x} has no ESP context", spi,
+                              seq_lo)
         check_padding = sa.padding is Padding.SEQ
         route = _InRoute(gen=gen, spi=spi, entry=entry, sa=sa, ctx=ctx, esn=sa.esn,
                          check_padding=check_padding, plain=check_padding and not sa.esn)
@@ -432,7 +447,8 @@ class StreamSecurity:
         seq = sadb.replay_check(entry, seq_lo)
         if seq is None:
             return self._drop(DropReason.REPLAY,
-                              f"replayed or outside the window (spi 0x{spi:08x} seq {seq_lo})")
+                              f"replayed or outside the window (spi 0x{spi:08x} seq {seq_lo})",
+                              spi, seq_lo)
         try:
             if route.plain:  # no ESN, RFC 4303 padding: open_untrusted's defaults
                 opened = _esp.open_untrusted(route.ctx, packet)
@@ -440,11 +456,12 @@ class StreamSecurity:
                 opened = _esp.open_untrusted(route.ctx, packet, seq_hi=seq >> 32,
                                              esn=route.esn, check_padding=route.check_padding)
         except IntegrityError as exc:
-            return self._drop(DropReason.AUTH_FAILED, str(exc))
+            return self._drop(DropReason.AUTH_FAILED, str(exc), spi, seq)
         except MalformedPacket as exc:
-            return self._drop(exc.reason, f"{exc} (spi 0x{spi:08x} seq {seq})")
+            return self._drop(exc.reason, f"{exc} (spi 0x{spi:08x} seq {seq})", spi, seq)
         if not sadb.commit_and_account(entry, seq, len(packet), now):
-            return self._drop(DropReason.REPLAY, f"replayed (spi 0x{spi:08x} seq {seq})")
+            return self._drop(DropReason.REPLAY, f"replayed (spi 0x{spi:08x} seq {seq})", spi,
+                              seq)
         sa = route.sa
         if sa is not self._last_in_sa:  # RFC 4301 §5.2, checked once per SA
             if sa.src != self._peer or sa.dst != self._local:
@@ -452,12 +469,14 @@ class StreamSecurity:
                     DropReason.POLICY,
                     f"SA {sa.src}->{sa.dst} (spi 0x{spi:08x}) does not match the connection "
                     f"{self._peer}->{self._local}",
+                    spi, seq,
                 )
             self._last_in_sa = sa
             self.last_in = identity_of(sa)
         next_header, payload, _pad = opened
         if next_header == _NH_NONE:
-            return self._drop(DropReason.DUMMY, f"dummy packet (spi 0x{spi:08x} seq {seq})")
+            return self._drop(DropReason.DUMMY, f"dummy packet (spi 0x{spi:08x} seq {seq})",
+                              spi, seq)
         for counter in self._in_success:
             next(counter)
         return _new_tuple(Opened, (payload, next_header, spi, seq))
