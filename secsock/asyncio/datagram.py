@@ -34,6 +34,8 @@ from secsock._transport import (
     enable_pktinfo,
     peer_address,
     pktinfo_destination,
+    refuse_v4_mapped,
+    set_v6only,
     sockaddr,
 )
 from secsock.asyncio._info import IPsecInfo
@@ -235,6 +237,7 @@ class SecureDatagramTransport(asyncio.DatagramTransport):
             if not isinstance(ip, IPv6Address):
                 raise OSError(errno.EAFNOSUPPORT,
                               f"an AF_INET6 endpoint takes IPv6 addresses, found {ip}")
+            refuse_v4_mapped(ip)  # IPv4 under ::ffff:0:0/96 would escape the IPv4 policies
             if len(address) >= 4 and address[3]:
                 ip = IPv6Address(f"{ip}%{address[3]}")
         return ip, port, sockaddr(ip, port)
@@ -632,8 +635,13 @@ async def open_endpoint(
         engine.set_policy(p)
     # The real class, captured at import: under secsock.patch() socket.socket would hand out a
     # secure socket, which would protect the endpoint's ESP a second time.
+    if fam == _stdlib_socket.AF_INET6:
+        for where in (local, remote):
+            if where is not None:
+                refuse_v4_mapped(ip_address(str(where[0]).split("%", 1)[0]))
     sock = RealSocket(fam, _stdlib_socket.SOCK_DGRAM)
     try:
+        set_v6only(sock)  # IPv6 only: IPv4 never arrives as ::ffff:a.b.c.d (see _transport)
         sock.setblocking(False)
         if reuse_port:
             sock.setsockopt(_stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_REUSEPORT, 1)
@@ -667,6 +675,7 @@ async def adopt_socket(
     engine = secure.engine
     sock = RealSocket(family, _stdlib_socket.SOCK_DGRAM, 0, secure.detach())
     try:
+        set_v6only(sock)
         sock.setblocking(False)
         peer = _peer_of(peer_name) if peer_name is not None else None
     except BaseException:
