@@ -58,7 +58,8 @@ def test_stream_drop_is_logged_with_reason_spi_seq(caplog: pytest.LogCaptureFixt
     caplog.set_level(logging.DEBUG, logger="secsock")
     with sysctl.override({tree: 1}):
         _payloads, error = server.receive_data(_forged(client), now=NOW)
-    assert error is not None and error.reason is DropReason.AUTH_FAILED
+    assert error is not None
+    assert error.reason is DropReason.AUTH_FAILED
     lines = _drop_lines(caplog)
     assert len(lines) == 1, lines
     assert lines[0].startswith("drop reason=auth-failed spi=0x00001001 seq=1 ")
@@ -73,7 +74,8 @@ def test_stream_level_drop_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="secsock")
     with sysctl.override({"net.inet.ipsec.debug": 1}):
         _payloads, error = server.receive_data(PREFIX + second, now=NOW)
-    assert error is not None and error.reason is DropReason.REPLAY
+    assert error is not None
+    assert error.reason is DropReason.REPLAY
     lines = _drop_lines(caplog)
     assert len(lines) == 1, lines
     assert lines[0].startswith("drop reason=replay spi=0x00001001 seq=2 "), lines
