@@ -13,26 +13,31 @@ __all__ = ("IPsecInfo",)
 class IPsecInfo:
     """IPsec facts about one secure endpoint or stream; a live view, never holding keys.
 
-    ``policies`` are the socket policies in force as ipsec_dump_policy(3) prints them (inbound
-    first). ``outbound_sa`` is the SA that protected the last datagram or frame sent (None
-    before the first), ``inbound_sa`` the SA of the last one accepted; ``statistics()`` is a
-    snapshot of this endpoint's counters.
+    ``policies`` are the socket policies in force now as ipsec_dump_policy(3) prints them
+    (inbound first; a policy set later through ``transport.engine`` shows at once).
+    ``outbound_sa`` is the SA that protected the last datagram or frame sent (None before the
+    first), ``inbound_sa`` the SA of the last one accepted; ``statistics()`` is a snapshot of
+    this endpoint's counters.
     """
 
-    __slots__ = ("_inbound", "_outbound", "_stats", "policies")
+    __slots__ = ("_inbound", "_outbound", "_policies", "_stats")
 
     def __init__(
         self,
         *,
-        policies: tuple[str, ...],
+        policies: Callable[[], tuple[str, ...]],
         outbound: Callable[[], SAIdentity | None],
         inbound: Callable[[], SAIdentity | None],
         stats: Callable[[], IPsecStats],
     ) -> None:
-        self.policies = policies
+        self._policies = policies
         self._outbound = outbound
         self._inbound = inbound
         self._stats = stats
+
+    @property
+    def policies(self) -> tuple[str, ...]:
+        return self._policies()
 
     @property
     def outbound_sa(self) -> SAIdentity | None:

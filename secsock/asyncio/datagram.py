@@ -163,7 +163,7 @@ class SecureDatagramTransport(asyncio.DatagramTransport):
         extra["peername"] = peer[2] if peer is not None else None
         extra["socket"] = SocketView(sock, peername=peer[2] if peer is not None else None)
         extra["ipsec"] = IPsecInfo(
-            policies=(
+            policies=lambda: (
                 engine.get_policy(Direction.INBOUND).to_text(),
                 engine.get_policy(Direction.OUTBOUND).to_text(),
             ),

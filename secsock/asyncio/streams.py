@@ -210,7 +210,7 @@ class _SecureStreamProtocol(asyncio.Protocol):
             "peername": peername,
             "socket": SocketView(getattr(sock, "_sock", sock)) if sock is not None else None,
             "ipsec": IPsecInfo(
-                policies=security.policy.texts,
+                policies=lambda: security.policy.texts,
                 outbound=lambda: security.last_out,
                 inbound=lambda: security.last_in,
                 stats=security.statistics,

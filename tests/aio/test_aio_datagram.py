@@ -19,6 +19,7 @@ from secsock.asyncio import IPsecInfo, create_datagram_endpoint
 from secsock.asyncio._sockview import SocketView
 from secsock.asyncio.datagram import DropInfo, SecureDatagramTransport
 from secsock.errors import DropReason, NoSAError, PolicyError
+from secsock.policy.model import Policy
 from secsock.sadb.spd import SPD
 from secsock.sadb.store import MemoryStore
 from tests.aio.aio_helpers import GCM, SUITES, Suite, direct_store, relay_stores
@@ -265,6 +266,19 @@ async def test_extra_info() -> None:
     assert GCM.enc_key.hex() not in repr(info) + repr(out_sa)
     ta.close()
     tb.close()
+
+
+@pytest.mark.asyncio
+async def test_ipsec_info_policies_are_live() -> None:
+    """get_extra_info("ipsec").policies shows the policies in force now, not at creation."""
+    tr, _pr = await create_datagram_endpoint(Recorder, local_addr=(A, 0), policy=POLICY,
+                                             sadb=direct_store(A, B))
+    info = tr.get_extra_info("ipsec")
+    assert info.policies == ("in entrust", POLICY)
+    tr.engine.set_policy(Policy.parse(IN_POLICY))
+    assert info.policies == (IN_POLICY, POLICY)
+    assert repr(info).startswith(f"IPsecInfo(policies={(IN_POLICY, POLICY)!r}")
+    tr.close()
 
 
 @pytest.mark.asyncio
