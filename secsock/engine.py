@@ -208,13 +208,18 @@ class Outbound(NamedTuple):
 
 
 class Applied(NamedTuple):
-    """One IPsec header a received datagram came through, outermost first."""
+    """One IPsec header a received datagram came through, outermost first.
+
+    ``integrity`` is False for an ESP SA with confidentiality only (a cipher without AEAD and
+    without ``-A``): its data and sequence number are not authenticated.
+    """
 
     proto: Protocol
     spi: int
     seq: int
     reqid: int = 0
     natt: bool = False
+    integrity: bool = True
 
 
 class Decapsulated(NamedTuple):
@@ -361,8 +366,8 @@ class _Rx:
     (source, ports, generations) for the inbound policy check."""
 
     __slots__ = (
-        "admit", "check_padding", "ctx", "dst", "entry", "esn", "gen", "reqid", "sa_src",
-        "src_ok", "v6",
+        "admit", "check_padding", "ctx", "dst", "entry", "esn", "gen", "integrity", "reqid",
+        "sa_src", "src_ok", "v6",
     )
 
     def __init__(self, gen: int, dst: Address, entry: SAEntry, ctx: EspContext) -> None:
@@ -374,6 +379,7 @@ class _Rx:
         self.esn = sa.esn
         self.check_padding = sa.padding == _PAD_SEQ
         self.reqid = sa.reqid
+        self.integrity = ctx.icv_len > 0
         self.sa_src: Address = sa.src
         self.src_ok: Address | None = None
         self.v6 = dst.version == 6
@@ -464,6 +470,7 @@ class IPsecEngine:
         self._n_in_success = self._counters.chain(self._c_in_success)
         self._routes: dict[object, _Route] = {}
         self._rx: dict[int, _Rx] = {}
+        self._no_integrity_warned: set[int] = set()
 
     # --- configuration ----------------------------------------------------------------------
     @property
@@ -1017,7 +1024,7 @@ class IPsecEngine:
         if idport != dport:
             return self._drop(_R_BAD_INNER, spi, seq,
                               f"inner UDP port {idport} is not this socket's port {dport}")
-        applied = (_tnew(Applied, (_P_ESP, spi, seq, rx.reqid, False)),)
+        applied = (_tnew(Applied, (_P_ESP, spi, seq, rx.reqid, False, rx.integrity)),)
         memo = (src, isport, idport, _sysctl_generation(), self._spd.generation,
                 self._policy_version)
         if memo != rx.admit:  # not the last accepted source, ports and generations
@@ -1046,6 +1053,18 @@ class IPsecEngine:
             self._rx.clear()
         self._rx[spi] = rx
         return rx
+
+    def _warn_no_integrity(self, spi: int) -> None:
+        """Once per SA and engine: say why a confidentiality-only SA's datagrams vanish."""
+        warned = self._no_integrity_warned
+        if spi in warned:
+            return
+        if len(warned) >= _CACHE_MAX:
+            warned.clear()
+        warned.add(spi)
+        _LOG.warning("ESP SA 0x%08x has no integrity (no AEAD, no -A): its datagrams are "
+                     "dropped under require/unique inbound policies (in_polvio); add -A or use "
+                     "an AEAD such as aes-gcm-16", spi)
 
     def drop(
         self, reason: DropReason, spi: int | None = None, seq: int | None = None,
@@ -1202,7 +1221,7 @@ class IPsecEngine:
         if not sadb.commit_and_account(entry, seq, len(packet), now):
             raise _DropSignal(DropReason.REPLAY, spi, seq, "replayed (lost a race)")
         self._check_sa_addresses(sa, src, dst, seq)
-        applied.append(Applied(_P_ESP, spi, seq, sa.reqid, natt))
+        applied.append(Applied(_P_ESP, spi, seq, sa.reqid, natt, ctx.icv_len > 0))
         return opened.payload, opened.next_header
 
     def _open_ah(
@@ -1270,9 +1289,11 @@ class IPsecEngine:
                 f"{flow} refused by '{decision.policy.to_text()}' ({decision.source})",
             )
         if decision.verdict == _V_PROTECT:
+            required = False
             for req in decision.requests:
                 if not req.require or req.proto == _P_IPCOMP:
                     continue  # use is never enforced inbound; IPComp never checked (KAME)
+                required = True
                 want = req.proto
                 for a in applied:
                     if a.proto == want:
@@ -1286,6 +1307,19 @@ class IPsecEngine:
                         f"{flow} arrived {got} but '{req.text}' requires "
                         f"{req.proto.keyword} ({decision.source})",
                     )
+            if required:
+                # Deviation from KAME: under require/unique, unauthenticated data never reaches
+                # the application. ESP with confidentiality only must be covered by AH.
+                for a in applied:
+                    if not a.integrity and not any(x.proto == _P_AH for x in applied):
+                        self._warn_no_integrity(a.spi)
+                        flow = Flow(src, dst, datagram.sport, datagram.dport)
+                        return self._drop(
+                            DropReason.POLICY, spi, seq,
+                            f"{flow} arrived under ESP SA 0x{a.spi:08x} without integrity "
+                            f"(no AEAD, no -A) and no AH; '{decision.policy.to_text()}' "
+                            f"({decision.source}) requires authenticated data",
+                        )
         self._counters.add(self._c_in_success if applied else self._c_in_clear)
         return Delivered(datagram.payload, datagram.src, datagram.dst, datagram.sport,
                          datagram.dport, applied)
