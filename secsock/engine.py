@@ -57,6 +57,7 @@ from secsock.errors import (
     SequenceOverflowError,
 )
 from secsock.policy.model import Action, Direction, Level, Mode, Policy, Protocol, Request
+from secsock.sadb.events import raised_by_subscriber
 from secsock.sadb.model import IPAddress, Padding, SAProtocol, SAState, SecurityAssociation
 from secsock.sadb.spd import SPD, default_spd
 from secsock.sadb.store import SAEntry, SARecord, default_sadb
@@ -644,7 +645,11 @@ class IPsecEngine:
     def protect_one(self, flow: Flow, payload: bytes, *, now: float) -> Outbound:
         """:meth:`protect` for callers that send one datagram (the sockets): no list."""
         sadb = self._sadb
-        sadb.tick(now)
+        try:
+            sadb.tick(now)
+        except Exception as exc:  # only a subscriber's: logged, not the caller's
+            if not self._subscriber_error(exc):
+                raise
         route = self._routes.get(flow.key)
         if (
             route is None
@@ -672,6 +677,10 @@ class IPsecEngine:
         except NoSAError:  # the SA died since the route was computed
             self._counters.add(self._c_out_nosa)
             raise
+        except Exception as exc:  # see _reserve_again
+            if not self._subscriber_error(exc):
+                raise
+            seq = self._reserve_again(entry)
         spi = route.spi
         data = _esp_seal(route.ctx, spi=spi, seq=seq, payload=seg, next_header=IPPROTO_UDP,
                          esn=route.esn)
@@ -732,16 +741,9 @@ class IPsecEngine:
             if entry is not None:
                 sa = entry.sa
                 segment = build_udp(flow.src_p, flow.dst_p, flow.sport, flow.dport, payload)
-                try:
-                    seq = sadb.reserve_seq(entry)
-                except SequenceOverflowError:
-                    self._counters.add(self._c_out_seqoverflow)
-                    raise
-                except NoSAError:
-                    self._counters.add(self._c_out_nosa)
-                    raise
+                seq = self._reserve(entry)
                 data = self._seal_esp(entry, sa, seq, segment, IPPROTO_UDP, flow.src.version)
-                sadb.account(entry, len(data), now)
+                self._account(entry, len(data), now)
                 self._counters.add(self._c_out_success)
                 if sa.natt:
                     return Outbound(_NATT, data, flow.src, flow.dst,
@@ -801,7 +803,11 @@ class IPsecEngine:
             dst = req.dst if req.dst is not None else flow.dst
             entry = sadb.lookup_outbound(src, dst, req.proto, req.mode, req.reqid)
             if entry is None:
-                sadb.acquire(src, dst, req.proto, req.mode, req.reqid, now=now)
+                try:
+                    sadb.acquire(src, dst, req.proto, req.mode, req.reqid, now=now)
+                except Exception as exc:  # only a subscriber's: logged
+                    if not self._subscriber_error(exc):
+                        raise
                 if not req.require:
                     continue  # level use: skip this request (KAME), maybe send in the clear
                 reqid = f" reqid {req.reqid}" if req.reqid else ""
@@ -851,14 +857,7 @@ class IPsecEngine:
         for req, entry in chosen:
             sa = entry.sa
             spi = sa.spi
-            try:
-                seq = sadb.reserve_seq(entry)
-            except SequenceOverflowError:
-                self._counters.add(self._c_out_seqoverflow)
-                raise
-            except NoSAError:  # the SA died between selection and use
-                self._counters.add(self._c_out_nosa)
-                raise
+            seq = self._reserve(entry)  # NoSAError if the SA died between selection and use
             if req.proto == _P_ESP:
                 data = self._seal_esp(entry, sa, seq, data, nh, version)
                 nh = IPPROTO_ESP
@@ -874,10 +873,73 @@ class IPsecEngine:
                 nh = IPPROTO_AH
                 carrier = _IP
                 protocol = IPPROTO_AH
-            sadb.account(entry, len(data), now)
+            self._account(entry, len(data), now)
         self._counters.add(self._c_out_success)
         return Outbound(carrier, data, flow.src, flow.dst, osport, odport, protocol,
                         header_included, spi, seq)
+
+    # --- SADB event subscribers on the data path ----------------------------------------------
+    # A store publishes SADB events (SoftExpire, HardExpire, Acquire) to its subscribers inside
+    # the data-path calls; a subscriber's exception is re-raised there, after the store's work
+    # is done (secsock.sadb.events). A key manager's bug must not reach the application through
+    # recv() or sendto(), nor lose the datagram: it is logged and the datagram goes on. Errors
+    # of the store itself still propagate.
+
+    def _subscriber_error(self, exc: Exception) -> bool:
+        """Log ``exc`` if an SADB event subscriber raised it (True); False: re-raise it."""
+        if not raised_by_subscriber(exc):
+            return False
+        _LOG.error("an SADB event subscriber raised %s; logged and ignored on the data path",
+                   type(exc).__name__, exc_info=exc)
+        return True
+
+    def _reserve(self, entry: SAEntry) -> int:
+        """``reserve_seq(entry)`` with the outbound counters and subscriber errors handled."""
+        try:
+            return self._sadb.reserve_seq(entry)
+        except SequenceOverflowError:
+            self._counters.add(self._c_out_seqoverflow)
+            raise
+        except NoSAError:
+            self._counters.add(self._c_out_nosa)
+            raise
+        except Exception as exc:  # see _reserve_again
+            if not self._subscriber_error(exc):
+                raise
+            return self._reserve_again(entry)
+
+    def _reserve_again(self, entry: SAEntry) -> int:
+        """A reservation completed but a subscriber's exception took its sequence number with
+        it: reserve another (a gap is harmless to the receiver). If that reservation was the
+        SA's last (its hard limit or the counter's end; the SA is gone) this is NoSAError."""
+        try:
+            return self._sadb.reserve_seq(entry)
+        except SequenceOverflowError:
+            self._counters.add(self._c_out_seqoverflow)
+            raise
+        except NoSAError:
+            self._counters.add(self._c_out_nosa)
+            raise
+        except Exception as exc:  # the overflow's HardExpire, say
+            if not self._subscriber_error(exc):
+                raise
+        self._counters.add(self._c_out_nosa)
+        raise NoSAError(f"SA 0x{entry.sa.spi:08x} is no longer usable; nothing was sent")
+
+    def _account(self, entry: SAEntry, nbytes: int, now: float) -> None:
+        try:
+            self._sadb.account(entry, nbytes, now)
+        except Exception as exc:  # only a subscriber's: logged
+            if not self._subscriber_error(exc):
+                raise
+
+    def _commit(self, entry: SAEntry, seq: int, nbytes: int, now: float) -> bool:
+        try:
+            return self._sadb.commit_and_account(entry, seq, nbytes, now)
+        except Exception as exc:  # a subscriber's: the commit happened
+            if not self._subscriber_error(exc):
+                raise
+            return True
 
     def _seal_esp(
         self, entry: SAEntry, sa: SecurityAssociation, seq: int, data: bytes, nh: int,
@@ -972,7 +1034,11 @@ class IPsecEngine:
         if type(packet) is not bytes:
             packet = bytes(packet)
         sadb = self._sadb
-        sadb.tick(now)
+        try:
+            sadb.tick(now)
+        except Exception as exc:  # only a subscriber's: logged, not the caller's
+            if not self._subscriber_error(exc):
+                raise
         try:
             spi, seq_lo = _spi_seq(packet)
         except struct.error:  # shorter than SPI and sequence number: not ESP
@@ -996,7 +1062,13 @@ class IPsecEngine:
             return self._drop(_R_AUTH, spi, seq, str(exc))
         except MalformedPacket as exc:
             return self._drop(exc.reason, spi, seq, str(exc))
-        if not sadb.commit_and_account(entry, seq, len(packet), now):
+        try:
+            committed = sadb.commit_and_account(entry, seq, len(packet), now)
+        except Exception as exc:  # a subscriber's: the commit happened
+            if not self._subscriber_error(exc):
+                raise
+            committed = True
+        if not committed:
             return self._drop(_R_REPLAY, spi, seq, "replayed (lost a race)")
         if src is not rx.src_ok:  # RFC 4301 §5.2; dst matched the SA in the lookup
             if rx.sa_src != src:
@@ -1114,7 +1186,11 @@ class IPsecEngine:
     ) -> Decapsulated:
         if type(packet) is not bytes:
             packet = bytes(packet)
-        self._sadb.tick(now)
+        try:
+            self._sadb.tick(now)
+        except Exception as exc:  # only a subscriber's: logged, not the caller's
+            if not self._subscriber_error(exc):
+                raise
         if carrier == _CLEAR:
             return Decapsulated(packet, src, dst, sport, dport, ())
         applied: list[Applied] = []
@@ -1218,7 +1294,7 @@ class IPsecEngine:
             raise _DropSignal(DropReason.AUTH_FAILED, spi, seq, str(exc)) from None
         except MalformedPacket as exc:
             raise _DropSignal(exc.reason, spi, seq, str(exc)) from None
-        if not sadb.commit_and_account(entry, seq, len(packet), now):
+        if not self._commit(entry, seq, len(packet), now):
             raise _DropSignal(DropReason.REPLAY, spi, seq, "replayed (lost a race)")
         self._check_sa_addresses(sa, src, dst, seq)
         applied.append(Applied(_P_ESP, spi, seq, sa.reqid, natt, ctx.icv_len > 0))
@@ -1266,7 +1342,7 @@ class IPsecEngine:
             raise _DropSignal(DropReason.AUTH_FAILED, spi, seq, str(exc)) from None
         except MalformedPacket as exc:
             raise _DropSignal(exc.reason, spi, seq, str(exc)) from None
-        if not sadb.commit_and_account(entry, seq, len(packet), now):
+        if not self._commit(entry, seq, len(packet), now):
             raise _DropSignal(DropReason.REPLAY, spi, seq, "replayed (lost a race)")
         self._check_sa_addresses(sa, src, dst, seq)
         applied.append(Applied(_P_AH, spi, seq, sa.reqid, False))

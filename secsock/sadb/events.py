@@ -28,6 +28,7 @@ __all__ = (
     "HardExpire",
     "SADBEvent",
     "SoftExpire",
+    "raised_by_subscriber",
 )
 
 DEFAULT_QUEUE_SIZE = 1024
@@ -127,7 +128,9 @@ class EventHub:
 
         Callbacks run in the thread that caused the event, after the store's locks are
         released. They should not raise: if one does, the others still run and the first
-        exception then propagates to the caller of the store operation (whose effect stands).
+        exception then propagates to the caller of the store operation (whose effect stands),
+        marked so that :func:`raised_by_subscriber` recognises it. The data path (the engine)
+        logs such exceptions instead of passing them on to applications.
         """
         if not callable(callback):
             raise TypeError(f"expected a callable, found {type(callback).__name__}")
@@ -162,6 +165,7 @@ class EventHub:
                     if first_error is None:
                         first_error = exc
         if first_error is not None:
+            _mark(first_error)
             raise first_error
 
     def events(self) -> list[SADBEvent]:
@@ -175,6 +179,23 @@ class EventHub:
         """The oldest pending event (removed from the queue), or None."""
         with self._lock:
             return self._queue.popleft() if self._queue else None
+
+
+_MARK = "_secsock_sadb_subscriber_error"
+
+
+def _mark(exc: BaseException) -> None:
+    if not raised_by_subscriber(exc):
+        setattr(exc, _MARK, True)
+        exc.add_note("(raised by an SADB event subscriber; the store operation that published "
+                     "the event completed)")
+
+
+def raised_by_subscriber(exc: BaseException) -> bool:
+    """True when ``exc`` is an event callback's exception re-raised by
+    :meth:`EventHub.publish`: the store operation that published the event completed (its
+    return value is lost), as opposed to an error of the store itself."""
+    return getattr(exc, _MARK, False) is True
 
 
 class _Subscription:
