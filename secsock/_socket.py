@@ -77,6 +77,9 @@ _TYPE_FLAGS: Final = int(getattr(_stdlib_socket, "SOCK_NONBLOCK", 0)) | int(
     getattr(_stdlib_socket, "SOCK_CLOEXEC", 0)
 )
 _MAX_DGRAM: Final = 65535
+#: A non-blocking receive gives up (EAGAIN) after this many datagrams that yield nothing for
+#: the application, even if more are queued: a flood of droppable datagrams cannot block it.
+_DROP_BURST: Final = 64
 _ANC_SIZE: Final = _stdlib_socket.CMSG_SPACE(32)
 
 # Indirections the tests replace to drive the timeout logic with a fake clock.
@@ -490,9 +493,10 @@ class SecureSocket(_stdlib_socket.socket):
             return peeked, self._app_address(peeked, None), []
         if self._net is None:
             raise OSError(errno.EBADF, "Bad file descriptor")
-        started = False
+        started = False  # the mode and deadline, read at the first drop or wait
         nonblocking = False
         deadline: float | None = None
+        drops = 0
         engine = self._engine
         inbox = self._inbox
         buf = self._rbuf
@@ -507,39 +511,52 @@ class SecureSocket(_stdlib_socket.socket):
                 result = engine.admit(item, now=_time())
                 if isinstance(result, Delivered) and self._from_peer(result):
                     return self._peek_keep(result, flags), self._app_address(result, None), []
-                continue
-            try:
-                if pktinfo:
-                    n, anc, _mflags, raw = _c_recvmsg_into(self, [buf], _ANC_SIZE)
-                    packet = bytes(buf[:n])
-                else:
-                    packet, raw = _c_recvfrom(self, _MAX_DGRAM)
-                    anc = []
-            except (BlockingIOError, InterruptedError):
-                if inbox:
+            else:
+                try:
+                    if pktinfo:
+                        n, anc, _mflags, raw = _c_recvmsg_into(self, [buf], _ANC_SIZE)
+                        packet = bytes(buf[:n])
+                    else:
+                        packet, raw = _c_recvfrom(self, _MAX_DGRAM)
+                        anc = []
+                except (BlockingIOError, InterruptedError):
+                    if inbox:
+                        continue
+                    if not started:
+                        started = True
+                        nonblocking, deadline = self._deadline(flags)
+                    self._maybe_listen_natt()
+                    self._wait(select.POLLIN, nonblocking, deadline)
                     continue
-                if not started:  # the timeout starts with the first wait
-                    started = True
-                    nonblocking, deadline = self._deadline(flags)
-                self._maybe_listen_natt()
-                self._wait(select.POLLIN, nonblocking, deadline)
-                continue
-            if not packet and raw[1] == self._wake_port:
-                continue  # a dispatcher's wakeup: the datagram is in the inbox
-            peer = peers.get(raw)
-            if peer is None:
-                peer = self._learn_peer(raw)
-            src, sport = peer
-            dst = self._local
-            if dst is None:
-                dst = pktinfo_destination(anc)
-                if dst is None:  # pragma: no cover - the kernel always sends it
-                    dst = _stdlib_unspecified(4 if self.family == AF_INET else 6)
-            result = engine.receive_udp(packet, src, dst, sport, self._port, _time())
-            if type(result) is Delivered and (self._peer is None or self._from_peer(result)):
-                if result[3] == sport and result[1] is src and not flags & MSG_PEEK:
-                    return result, raw, anc  # the kernel's own address tuple
-                return self._peek_keep(result, flags), self._app_address(result, raw), anc
+                if packet or raw[1] != self._wake_port:  # else a dispatcher's wakeup
+                    peer = peers.get(raw)
+                    if peer is None:
+                        peer = self._learn_peer(raw)
+                    src, sport = peer
+                    dst = self._local
+                    if dst is None:
+                        dst = pktinfo_destination(anc)
+                        if dst is None:  # pragma: no cover - the kernel always sends it
+                            dst = _stdlib_unspecified(4 if self.family == AF_INET else 6)
+                    result = engine.receive_udp(packet, src, dst, sport, self._port, _time())
+                    if type(result) is Delivered and (
+                        self._peer is None or self._from_peer(result)
+                    ):
+                        if result[3] == sport and result[1] is src and not flags & MSG_PEEK:
+                            return result, raw, anc  # the kernel's own address tuple
+                        return (self._peek_keep(result, flags), self._app_address(result, raw),
+                                anc)
+            # Nothing for the application (a drop, another peer's datagram, a wakeup): a flood
+            # of these must not hold the call beyond its deadline, nor block a non-blocking one.
+            drops += 1
+            if not started:
+                started = True
+                nonblocking, deadline = self._deadline(flags)
+            if nonblocking:
+                if drops >= _DROP_BURST:
+                    raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+            elif deadline is not None and _monotonic() >= deadline:
+                raise TimeoutError("timed out")
 
     def _learn_peer(self, raw: tuple[Any, ...]) -> tuple[Address, int]:
         """The (address, port) of a sender, cached: the same objects every time, which lets
