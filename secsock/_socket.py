@@ -167,7 +167,6 @@ class SecureSocket(_stdlib_socket.socket):
         self._pktinfo = False
         self._flows: dict[object, tuple[Flow, _SockAddr]] = {}
         self._peers: dict[tuple[Any, ...], tuple[Address, int]] = {}
-        self._rbuf = bytearray(_MAX_DGRAM)
         self._wake_port = -1
         self._wire_tap: WireTap | None = None
         self._natt_listened: set[tuple[Address, int]] = set()
@@ -499,7 +498,6 @@ class SecureSocket(_stdlib_socket.socket):
         drops = 0
         engine = self._engine
         inbox = self._inbox
-        buf = self._rbuf
         pktinfo = self._pktinfo
         peers = self._peers
         while True:
@@ -513,9 +511,9 @@ class SecureSocket(_stdlib_socket.socket):
                     return self._peek_keep(result, flags), self._app_address(result, None), []
             else:
                 try:
+                    # Each call gets its own bytes from the kernel: no buffer shared by threads.
                     if pktinfo:
-                        n, anc, _mflags, raw = _c_recvmsg_into(self, [buf], _ANC_SIZE)
-                        packet = bytes(buf[:n])
+                        packet, anc, _mflags, raw = _c_recvmsg(self, _MAX_DGRAM, _ANC_SIZE)
                     else:
                         packet, raw = _c_recvfrom(self, _MAX_DGRAM)
                         anc = []
@@ -758,7 +756,7 @@ socket = SecureSocket
 # The C methods of the underlying socket, called directly on the hot path.
 _c_sendto = _stdlib_socket.SocketType.sendto
 _c_recvfrom = _stdlib_socket.SocketType.recvfrom
-_c_recvmsg_into = _stdlib_socket.SocketType.recvmsg_into
+_c_recvmsg = _stdlib_socket.SocketType.recvmsg
 
 
 def _bare(addr: Address) -> Address:
