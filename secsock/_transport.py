@@ -423,7 +423,11 @@ class NetContext:
     """Per-network-namespace shared state for secure sockets (see the module docstring)."""
 
     _contexts: ClassVar[dict[int, NetContext]] = {}
+    #: namespaces whose last context is being torn down: set when its sockets are closed
+    _closing: ClassVar[dict[int, threading.Event]] = {}
     _contexts_lock = threading.Lock()
+    #: how long acquire() waits for a closing context (its dispatcher threads join in 5 s)
+    _CLOSE_WAIT: ClassVar[float] = 10.0
 
     def __init__(self, key: int) -> None:
         self._key = key
@@ -447,24 +451,53 @@ class NetContext:
     # --- lifetime ---------------------------------------------------------------------------
     @classmethod
     def acquire(cls) -> NetContext:
-        """The context of the calling thread's network namespace, with a reference taken."""
+        """The context of the calling thread's network namespace, with a reference taken.
+
+        If the namespace's previous context is being closed (its last socket just went), wait
+        for that to finish first: its shared sockets still hold their ports, which the new
+        context will bind again.
+        """
         key = _netns_key()
-        with cls._contexts_lock:
-            ctx = cls._contexts.get(key)
-            if ctx is None:
-                ctx = cls._contexts[key] = NetContext(key)
-            ctx._refs += 1
-            return ctx
+        stale: threading.Event | None = None
+        while True:
+            with cls._contexts_lock:
+                closing = cls._closing.get(key)
+                if closing is None or closing is stale:
+                    ctx = cls._contexts.get(key)
+                    if ctx is None:
+                        ctx = cls._contexts[key] = NetContext(key)
+                    ctx._refs += 1
+                    return ctx
+            if not cls._wait_for_close(closing):
+                stale = closing  # a teardown stuck for long (a dispatcher that will not stop)
+
+    @classmethod
+    def _wait_for_close(cls, closing: threading.Event) -> bool:
+        """Wait (bounded) until a closing context's teardown has finished; False on timeout."""
+        return closing.wait(cls._CLOSE_WAIT)
 
     def release(self) -> None:
-        """Drop a reference; the last one closes the shared sockets and threads."""
+        """Drop a reference; the last one closes the shared sockets and threads.
+
+        The teardown runs outside the contexts lock (it joins dispatcher threads, which may
+        themselves release sockets); acquire() meanwhile waits for it to finish.
+        """
+        key = self._key
         with NetContext._contexts_lock:
             self._refs -= 1
             if self._refs > 0:
                 return
-            if NetContext._contexts.get(self._key) is self:
-                del NetContext._contexts[self._key]
-        self._close_all()
+            if NetContext._contexts.get(key) is self:
+                del NetContext._contexts[key]
+            done = threading.Event()
+            NetContext._closing[key] = done
+        try:
+            self._close_all()
+        finally:
+            with NetContext._contexts_lock:
+                if NetContext._closing.get(key) is done:
+                    del NetContext._closing[key]
+            done.set()
 
     def _close_all(self) -> None:
         with self._lock:
@@ -641,23 +674,25 @@ class NetContext:
     def listen_encap(self, local: Address, port: int) -> bool:
         """Open the encapsulation endpoint if ``local`` is an address of this host.
 
-        Returns False (and remembers it) when the address is not local or the port is taken
-        by another process; secsock then cannot receive on it.
+        Returns False when the address is not local or the port is taken by another socket;
+        secsock then cannot receive on it. A failure is not final: the next rescan (a socket
+        bound, the SADB changed size) tries again; the warning is logged once per failure.
         """
         key = (local, port)
         with self._lock:
             if key in self._encap:
                 return True
-            if key in self._encap_failed:
-                return False
             try:
                 self._encap[key] = EncapEndpoint(self, local, port)
             except OSError as exc:
-                self._encap_failed[key] = exc.errno or 0
-                if exc.errno == errno.EADDRINUSE:
+                code = exc.errno or 0
+                if self._encap_failed.get(key) != code and code == errno.EADDRINUSE:
                     _LOG.warning("encapsulation port %s:%d is in use by another socket; "
-                                 "ESP-in-UDP for it will not be received", local, port)
+                                 "ESP-in-UDP for it will not be received until it is free",
+                                 local, port)
+                self._encap_failed[key] = code
                 return False
+            self._encap_failed.pop(key, None)
             return True
 
     def raw_endpoint(self, family: int, protocol: int) -> RawEndpoint:
