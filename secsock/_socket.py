@@ -72,6 +72,16 @@ IPPROTO_IPV6: Final = _stdlib_socket.IPPROTO_IPV6
 IPPROTO_UDP: Final = _stdlib_socket.IPPROTO_UDP
 MSG_PEEK: Final = int(_stdlib_socket.MSG_PEEK)
 MSG_DONTWAIT: Final = int(getattr(_stdlib_socket, "MSG_DONTWAIT", 0x40))
+MSG_OOB: Final = int(_stdlib_socket.MSG_OOB)
+#: The send flags handed on to the kernel: those that mean the same for the datagram that
+#: leaves (ESP or clear). MSG_DONTWAIT is the socket's own business (it never blocks in the
+#: kernel); everything else is not passed on -- MSG_MORE, say, would cork one ESP packet onto
+#: the next (one UDP datagram holding two, both lost) while both sends reported success.
+_KERNEL_SEND_FLAGS: Final = (
+    int(getattr(_stdlib_socket, "MSG_DONTROUTE", 0x4))
+    | int(getattr(_stdlib_socket, "MSG_CONFIRM", 0x800))
+    | int(getattr(_stdlib_socket, "MSG_NOSIGNAL", 0x4000))
+)
 MSG_TRUNC: Final = int(getattr(_stdlib_socket, "MSG_TRUNC", 0x20))
 _TYPE_FLAGS: Final = int(getattr(_stdlib_socket, "SOCK_NONBLOCK", 0)) | int(
     getattr(_stdlib_socket, "SOCK_CLOEXEC", 0)
@@ -423,6 +433,8 @@ class SecureSocket(_stdlib_socket.socket):
         return self._send(data, flags, address)
 
     def _send(self, data: Buffer, flags: int, address: object) -> int:
+        if flags and flags & MSG_OOB:  # before anything is sealed: no sequence number spent
+            raise OSError(errno.EOPNOTSUPP, "MSG_OOB is not supported on datagram sockets")
         payload = data if type(data) is bytes else bytes(data)
         try:
             hit = self._flows.get(address)  # emptied by close(), so a closed socket misses
@@ -442,8 +454,8 @@ class SecureSocket(_stdlib_socket.socket):
             tap(out)
         if out[0] <= _CARRIER_UDP:  # CLEAR or UDP: from this socket's own port
             try:
-                if flags:
-                    _c_sendto(self, out[1], flags & ~MSG_DONTWAIT, sa)
+                if flags & _KERNEL_SEND_FLAGS:
+                    _c_sendto(self, out[1], flags & _KERNEL_SEND_FLAGS, sa)
                 else:
                     _c_sendto(self, out[1], sa)
             except (BlockingIOError, InterruptedError):
@@ -458,7 +470,7 @@ class SecureSocket(_stdlib_socket.socket):
         while True:
             self._wait(select.POLLOUT, nonblocking, deadline)
             try:
-                _c_sendto(self, data, flags & ~MSG_DONTWAIT, sa)
+                _c_sendto(self, data, flags & _KERNEL_SEND_FLAGS, sa)
                 return
             except (BlockingIOError, InterruptedError):
                 continue
