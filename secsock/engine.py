@@ -13,7 +13,8 @@ local error (``PermissionError`` for ``discard``, :class:`~secsock.errors.NoSAEr
 missing ``require`` SA, ...) having sent nothing.
 
 ``receive(...)`` is §4.5: decapsulate, look up the SA by (dst, protocol, SPI), replay check
-before the ICV, verify/decrypt, commit the replay window after, account the lifetime, parse
+before the ICV, verify/decrypt, check the SA's addresses (RFC 4301 §5.2), commit the replay
+window, account the lifetime, parse
 the inner UDP datagram, then check it against the socket's inbound policy (else the SPD, else
 ``def_policy``). It returns :class:`Delivered` or :class:`Dropped` and never raises for any
 input bytes. The two halves are also available separately (:meth:`IPsecEngine.decapsulate`,
@@ -1026,8 +1027,8 @@ class IPsecEngine:
 
         ESP for an inbound SA of ``dst`` takes a fast path with exactly the general path's
         steps and drops: the SA from a per-SPI cache checked against the store's generation,
-        the replay check before the ICV, ``commit_and_account`` after it, the SA's addresses,
-        the inner UDP header, the inbound policy (memoised per SPI for the last accepted
+        the replay check before the ICV, the SA's addresses after it, then
+        ``commit_and_account``, the inner UDP header, the inbound policy (memoised per SPI for the last accepted
         source and ports, checked against the generations of the sysctls, the SPD and the
         socket policies). Anything else is a clear datagram for :meth:`admit`.
         """
@@ -1062,6 +1063,14 @@ class IPsecEngine:
             return self._drop(_R_AUTH, spi, seq, str(exc))
         except MalformedPacket as exc:
             return self._drop(exc.reason, spi, seq, str(exc))
+        # RFC 4301 §5.2 before the window moves: a copy of a genuine packet sent from another
+        # source is dropped without suppressing the genuine one. dst matched in the lookup.
+        if src is not rx.src_ok:
+            if rx.sa_src != src:
+                return self._drop(_R_POLICY, spi, seq,
+                                  f"SA {rx.sa_src}->{rx.dst} does not match datagram "
+                                  f"{src}->{dst}")
+            rx.src_ok = src
         try:
             committed = sadb.commit_and_account(entry, seq, len(packet), now)
         except Exception as exc:  # a subscriber's: the commit happened
@@ -1070,12 +1079,6 @@ class IPsecEngine:
             committed = True
         if not committed:
             return self._drop(_R_REPLAY, spi, seq, "replayed (lost a race)")
-        if src is not rx.src_ok:  # RFC 4301 §5.2; dst matched the SA in the lookup
-            if rx.sa_src != src:
-                return self._drop(_R_POLICY, spi, seq,
-                                  f"SA {rx.sa_src}->{rx.dst} does not match datagram "
-                                  f"{src}->{dst}")
-            rx.src_ok = src
         nh, inner, _pad = opened
         if nh != IPPROTO_UDP:
             if nh == _NH_NONE:
@@ -1294,9 +1297,9 @@ class IPsecEngine:
             raise _DropSignal(DropReason.AUTH_FAILED, spi, seq, str(exc)) from None
         except MalformedPacket as exc:
             raise _DropSignal(exc.reason, spi, seq, str(exc)) from None
+        self._check_sa_addresses(sa, src, dst, seq)  # before the window moves
         if not self._commit(entry, seq, len(packet), now):
             raise _DropSignal(DropReason.REPLAY, spi, seq, "replayed (lost a race)")
-        self._check_sa_addresses(sa, src, dst, seq)
         applied.append(Applied(_P_ESP, spi, seq, sa.reqid, natt, ctx.icv_len > 0))
         return opened.payload, opened.next_header
 
@@ -1342,9 +1345,9 @@ class IPsecEngine:
             raise _DropSignal(DropReason.AUTH_FAILED, spi, seq, str(exc)) from None
         except MalformedPacket as exc:
             raise _DropSignal(exc.reason, spi, seq, str(exc)) from None
+        self._check_sa_addresses(sa, src, dst, seq)  # before the window moves
         if not self._commit(entry, seq, len(packet), now):
             raise _DropSignal(DropReason.REPLAY, spi, seq, "replayed (lost a race)")
-        self._check_sa_addresses(sa, src, dst, seq)
         applied.append(Applied(_P_AH, spi, seq, sa.reqid, False))
         return result.payload, result.next_header
 

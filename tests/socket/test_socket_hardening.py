@@ -8,8 +8,11 @@ import socket as stdlib_socket
 
 import pytest
 
+from secsock._stats import stats as process_stats
+from secsock.engine import Outbound
+from secsock.errors import DropReason
 from secsock.sadb.store import MemoryStore
-from tests.socket.helpers import Sockets, Tap, add_esp
+from tests.socket.helpers import Sockets, Tap, add_esp, both_policies
 
 A, B = "127.0.0.1", "127.0.0.2"
 REQ = "esp/transport//require"
@@ -52,3 +55,39 @@ def test_harmless_flags_pass_and_msg_oob_is_refused(socks: Sockets, store: Memor
     assert b.recv(100) == b"with flags"
     assert b.recv(100) == b"connected, with flags"
     assert [o.seq for o in tap.sent] == [1, 2]
+
+
+# --- RFC 4301 §5.2 before the replay window moves ------------------------------------------
+
+
+def _free_port(addr: str) -> int:
+    with stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM) as s:
+        s.bind((addr, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.mark.parametrize("natt", [False, True], ids=["own-port", "esp-udp"])
+def test_a_copy_from_another_source_does_not_suppress_the_genuine_packet(
+    socks: Sockets, store: MemoryStore, natt: bool,
+) -> None:
+    """t_natt: a genuine packet's copy injected from 127.0.0.3 just before it arrives is a
+    policy drop -- and must not have moved the replay window, or the genuine packet that
+    follows is dropped as a replay."""
+    ports = (_free_port(A), _free_port(B)) if natt else None
+    add_esp(store, 0x1001, A, B, natt=ports)
+    a, b = socks.secure(A), socks.secure(B)
+    both_policies(a, REQ)
+    both_policies(b, REQ)
+    injector = socks.plain("127.0.0.3")
+
+    def inject_first(out: Outbound) -> None:  # called just before the genuine packet leaves
+        injector.sendto(out.data, (str(out.dst), out.dport))
+
+    a.set_wire_tap(inject_first)
+    before = process_stats()
+    a.sendto(b"genuine", b.getsockname())
+    assert b.recvfrom(100) == (b"genuine", a.getsockname())
+    drops = (process_stats() - before).drops  # a shared port's drops are process-wide
+    assert drops[DropReason.POLICY] == 1
+    assert drops[DropReason.REPLAY] == 0
