@@ -16,6 +16,8 @@ behaviour is socket.socket's. docs/socket.md documents the whole API and every d
 from __future__ import annotations
 
 import errno
+import itertools
+import logging
 import os
 import select
 import socket as _stdlib_socket
@@ -30,6 +32,7 @@ from typing_extensions import Buffer
 
 from secsock import _transport
 from secsock._stats import IPsecStats
+from secsock._stats import counter_value as _counter_value
 from secsock._transport import (
     NetContext,
     enable_pktinfo,
@@ -90,6 +93,8 @@ _MAX_DGRAM: Final = 65535
 #: A non-blocking receive gives up (EAGAIN) after this many datagrams that yield nothing for
 #: the application, even if more are queued: a flood of droppable datagrams cannot block it.
 _DROP_BURST: Final = 64
+#: Datagrams decapsulated by a shared carrier that may wait for the application, per socket.
+INBOX_MAX: Final = 1024
 _ANC_SIZE: Final = _stdlib_socket.CMSG_SPACE(32)
 
 # Indirections the tests replace to drive the timeout logic with a fake clock.
@@ -97,6 +102,7 @@ _monotonic = time.monotonic
 _time: Final = time.time  # SA lifetimes are wall-clock (the SADB's ``now``)
 _CARRIER_UDP: Final = int(Carrier.UDP)
 _poll = select.poll
+_LOG: Final = logging.getLogger("secsock")
 
 #: The sadb_x_policy layout setsockopt/getsockopt use (the default of ``ipsec_set_policy``).
 POLICY_LAYOUT: Final[Layout] = "bsd"
@@ -169,6 +175,7 @@ class SecureSocket(_stdlib_socket.socket):
         # A socket dropped without close() still gives its reference back (at collection).
         self._finalizer = weakref.finalize(self, NetContext.release, self._net)
         self._inbox: deque[Decapsulated] = deque()
+        self._inbox_overflows = itertools.count()  # lock-free: several dispatchers may add
         self._peeked: Delivered | None = None
         self._peer: tuple[Address, int, _SockAddr] | None = None
         self._local: Address | None = None  # bound address, None for the wildcard
@@ -487,11 +494,29 @@ class SecureSocket(_stdlib_socket.socket):
 
     # --- receiving ----------------------------------------------------------------------------
     def _enqueue(self, datagram: Decapsulated) -> None:
-        """Called by a dispatcher thread: queue ``datagram`` and wake the descriptor."""
-        self._inbox.append(datagram)
+        """Called by a dispatcher thread: queue ``datagram`` and wake the descriptor.
+
+        The queue holds at most INBOX_MAX datagrams; beyond that they are dropped, as a full
+        receive buffer drops them, and counted (:attr:`inbox_overflows`)."""
+        inbox = self._inbox
+        if len(inbox) >= INBOX_MAX:
+            if _counter_value(self._inbox_overflows) == 0:
+                _LOG.warning("secure socket on port %d: %d datagrams from shared carriers wait "
+                             "unread; dropping more until the application reads",
+                             self._port, INBOX_MAX)
+            next(self._inbox_overflows)
+            return
+        inbox.append(datagram)
         net = self._net
         if net is not None:
             net.wake(self.family, self._wake_local, self._port)
+
+    @property
+    def inbox_overflows(self) -> int:
+        """Datagrams from shared carriers (encapsulation port, raw sockets) dropped because
+        INBOX_MAX of them already waited unread (the kernel counts a full receive buffer's
+        drops outside ipsecstat too; see docs/transports.md)."""
+        return _counter_value(self._inbox_overflows)
 
     def _receive(
         self, flags: int

@@ -22,6 +22,7 @@ __all__ = (
     "DROP_COUNTER",
     "Counters",
     "IPsecStats",
+    "counter_value",
     "process_counters",
     "stats",
 )
@@ -186,7 +187,7 @@ class Counters:
             self._parent.drop(reason)
 
     def snapshot(self) -> IPsecStats:
-        # _value inlined (one call less per counter)
+        # counter_value inlined (one call less per counter)
         values = [int(t[t.index("(") + 1 : -1]) for t in map(repr, self._counts)]
         n = len(COUNTER_NAMES)
         counters = dict(zip(COUNTER_NAMES, values[:n], strict=True))
@@ -194,7 +195,7 @@ class Counters:
         return IPsecStats(**counters, drops=drops)
 
 
-def _value(counter: itertools.count[int]) -> int:
+def counter_value(counter: itertools.count[int]) -> int:
     """The next value of an itertools.count (= how often next() was called), without
     advancing it: read from its repr, ``count(N)`` (``__reduce__``, which exposed it before,
     is deprecated since Python 3.12 and removed in 3.14). The repr is built under the GIL

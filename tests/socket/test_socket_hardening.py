@@ -4,15 +4,16 @@ the inbound checks, the bounded queue of shared carriers, wrapped connected desc
 from __future__ import annotations
 
 import errno
+import importlib
 import socket as stdlib_socket
 
 import pytest
 
 from secsock._stats import stats as process_stats
-from secsock.engine import Outbound
+from secsock.engine import Decapsulated, Outbound
 from secsock.errors import DropReason
 from secsock.sadb.store import MemoryStore
-from tests.socket.helpers import Sockets, Tap, add_esp, both_policies
+from tests.socket.helpers import Sockets, Tap, add_esp, both_policies, ip
 
 A, B = "127.0.0.1", "127.0.0.2"
 REQ = "esp/transport//require"
@@ -91,3 +92,20 @@ def test_a_copy_from_another_source_does_not_suppress_the_genuine_packet(
     drops = (process_stats() - before).drops  # a shared port's drops are process-wide
     assert drops[DropReason.POLICY] == 1
     assert drops[DropReason.REPLAY] == 0
+
+
+# --- the queue of datagrams from shared carriers is bounded ---------------------------------
+
+
+def test_the_inbox_is_bounded_and_overflows_are_counted(socks: Sockets) -> None:
+    secmod = importlib.import_module("secsock._socket")
+    b = socks.secure(B)
+    limit = secmod.INBOX_MAX
+    src, dst = ip(A), ip(B)
+    port = b.getsockname()[1]
+    for i in range(limit + 5):  # what a dispatcher hands over, faster than b reads
+        b._enqueue(Decapsulated(b"%d" % i, src, dst, 4000, port, ()))
+    assert len(b._inbox) == limit
+    assert b.inbox_overflows == 5
+    assert b.recvfrom(100) == (b"0", (A, 4000))  # the oldest ones were kept
+    b._inbox.clear()
