@@ -163,6 +163,20 @@ class SecureSocket(_stdlib_socket.socket):
                 f"secsock.socket wraps UDP sockets only, descriptor {fileno} is "
                 f"family {fam} type {typ}"
             )
+        if fileno is not None:
+            try:
+                kernel_peer = _c_getpeername(self)
+            except OSError:
+                pass  # not connected: as it should be
+            else:
+                super().detach()  # the descriptor stays the caller's
+                raise ValueError(
+                    f"descriptor {fileno} is a UDP socket connected (by the kernel) to "
+                    f"{kernel_peer}; secsock.socket cannot wrap it: the kernel would filter the "
+                    f"wakeups of the shared carriers (NAT-T, raw) and send() would target its "
+                    f"peer. Wrap the descriptor before connect() and call connect() on the "
+                    f"secure socket"
+                )
         try:  # IPv6-only: IPv4 under mapped addresses would escape the IPv4 policies
             _transport.set_v6only(self)
         except OSError:
@@ -470,6 +484,11 @@ class SecureSocket(_stdlib_socket.socket):
         else:
             self._emit(out)
         return len(payload)
+
+    def sendmsg_afalg(self, *args: Any, **kwargs: Any) -> int:
+        """Refused: AF_ALG messages are for kernel crypto sockets; on a UDP descriptor the
+        inherited method would send the data around IPsec."""
+        raise OSError(errno.EOPNOTSUPP, "sendmsg_afalg is not supported on secure sockets")
 
     def _emit_blocking(self, data: bytes, flags: int, sa: _SockAddr) -> None:
         """The send buffer was full: wait for room as a blocking/timed socket does."""
@@ -794,6 +813,7 @@ socket = SecureSocket
 _c_sendto = _stdlib_socket.SocketType.sendto
 _c_recvfrom = _stdlib_socket.SocketType.recvfrom
 _c_recvmsg = _stdlib_socket.SocketType.recvmsg
+_c_getpeername = _stdlib_socket.SocketType.getpeername
 
 
 def _bare(addr: Address) -> Address:

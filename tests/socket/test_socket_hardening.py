@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
 import socket as stdlib_socket
 
 import pytest
 
+from secsock._socket import SecureSocket
 from secsock._stats import stats as process_stats
 from secsock.engine import Decapsulated, Outbound
 from secsock.errors import DropReason
@@ -109,3 +111,40 @@ def test_the_inbox_is_bounded_and_overflows_are_counted(socks: Sockets) -> None:
     assert b.inbox_overflows == 5
     assert b.recvfrom(100) == (b"0", (A, 4000))  # the oldest ones were kept
     b._inbox.clear()
+
+
+# --- wrapped descriptors that the kernel has connected -----------------------------------------
+
+
+def test_a_kernel_connected_descriptor_is_refused(socks: Sockets) -> None:
+    """t_fileno_connected: a connected descriptor would filter the shared carriers' wakeups
+    and has a kernel peer the secure socket knows nothing of."""
+    sniff = socks.plain(B)
+    plain = stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM)
+    plain.bind((A, 0))
+    plain.connect(sniff.getsockname())
+    fd = plain.detach()
+    try:
+        with pytest.raises(ValueError, match="connected"):
+            SecureSocket(fileno=fd, sadb=socks.store, spd=socks.spd)
+        with stdlib_socket.socket(fileno=fd) as again:  # still the caller's, open, connected
+            fd = -1
+            assert again.getpeername() == sniff.getsockname()
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    unconnected = stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM)
+    unconnected.bind((A, 0))
+    wrapped = SecureSocket(fileno=unconnected.detach(), sadb=socks.store, spd=socks.spd)
+    wrapped.close()
+
+
+def test_sendmsg_afalg_is_refused(socks: Sockets) -> None:
+    sniff = socks.plain(B)
+    s = socks.secure(A)
+    s.set_ipsec_policy(f"out ipsec {REQ}")
+    with pytest.raises(OSError) as info:
+        s.sendmsg_afalg([b"SECRET"], op=0)
+    assert info.value.errno == errno.EOPNOTSUPP
+    socks.plain(A).sendto(b"marker", sniff.getsockname())
+    assert sniff.recv(100) == b"marker"  # nothing else arrived before it
