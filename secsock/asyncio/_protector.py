@@ -43,6 +43,7 @@ from secsock.errors import (
     SequenceOverflowError,
 )
 from secsock.policy.model import Action, Direction, Level, Mode, Policy, Protocol, Request
+from secsock.sadb.events import raised_by_subscriber
 from secsock.sadb.model import Padding, SAIdentity, SAProtocol, SecurityAssociation
 from secsock.sadb.store import SAEntry
 
@@ -60,6 +61,17 @@ _NH_NONE: Final = 59
 _SPI_SEQ: Final = struct.Struct("!II")
 _new_tuple: Final = tuple.__new__
 _LOG: Final = logging.getLogger("secsock")
+
+
+def _subscriber_error(exc: Exception) -> bool:
+    """Log ``exc`` if an SADB event subscriber raised it (the store's work is done) and return
+    True; False means a real error to re-raise. A key manager's bug must not break a stream
+    (the engine treats datagrams the same way; secsock.sadb.events)."""
+    if not raised_by_subscriber(exc):
+        return False
+    _LOG.error("an SADB event subscriber raised %s; logged and ignored on the stream path",
+               type(exc).__name__, exc_info=exc)
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,17 +325,27 @@ class StreamSecurity:
             raise
         except SecsockError:
             return self._reselect(nbytes, now)
+        except Exception as exc:  # a subscriber's: the number it reserved is lost, take another
+            if not _subscriber_error(exc):
+                raise
+            return self._reselect(nbytes, now)
 
-    def _reselect(self, nbytes: int, now: float) -> tuple[_OutRoute, int]:
+    def _reselect(self, nbytes: int, now: float, tries: int = 3) -> tuple[_OutRoute, int]:
         """The SA of the route died (a hard lifetime, perhaps reached by this stream's previous
-        packet, or a delete): select what the SADB offers now (NoSAError if nothing)."""
+        packet, or a delete), or a subscriber's exception took the reserved number: select what
+        the SADB offers now (NoSAError if nothing)."""
         route = self._out_route(now)
         try:
             return route, self._sadb.reserve_and_account(route.entry, nbytes, now)
         except SequenceOverflowError:
             self.counters.add(self._c_out_seqoverflow)
             raise
-        except SecsockError as exc:  # the SA died between selection and use
+        except Exception as exc:
+            if tries > 0 and not isinstance(exc, SecsockError) and _subscriber_error(exc):
+                return self._reselect(nbytes, now, tries - 1)
+            if not isinstance(exc, SecsockError):
+                raise
+            # the SA died between selection and use
             self.counters.add(self._c_out_inval)
             raise OSError(
                 errno.EINVAL, f"SA 0x{route.spi:08x} cannot be used: {exc}; nothing was sent"
@@ -355,6 +377,10 @@ class StreamSecurity:
                     self.counters.add(self._c_out_seqoverflow)
                     raise
                 except SecsockError:
+                    route, seq = self._reselect(nbytes, now)
+                except Exception as exc:  # a subscriber's (the number it reserved is lost)
+                    if not _subscriber_error(exc):
+                        raise
                     route, seq = self._reselect(nbytes, now)
                 packets.append(
                     seal(route.ctx, spi=route.spi, seq=seq, payload=segment,
@@ -459,7 +485,13 @@ class StreamSecurity:
             return self._drop(DropReason.AUTH_FAILED, str(exc), spi, seq)
         except MalformedPacket as exc:
             return self._drop(exc.reason, f"{exc} (spi 0x{spi:08x} seq {seq})", spi, seq)
-        if not sadb.commit_and_account(entry, seq, len(packet), now):
+        try:
+            committed = sadb.commit_and_account(entry, seq, len(packet), now)
+        except Exception as exc:  # a subscriber's: events are published only after a commit
+            if not _subscriber_error(exc):
+                raise
+            committed = True
+        if not committed:
             return self._drop(DropReason.REPLAY, f"replayed (spi 0x{spi:08x} seq {seq})", spi,
                               seq)
         sa = route.sa

@@ -177,3 +177,27 @@ def test_the_sadb_generation_is_read_not_time() -> None:
     wire = b"".join(client.send_pieces(b"still the oldest", now=time.time()))
     assert _spis(wire) == [0x1001]
     assert _deliver(server, wire) == b"still the oldest"
+
+
+@pytest.mark.parametrize("side", ["sender", "receiver"])
+def test_a_raising_sadb_subscriber_neither_breaks_nor_loses_the_stream(
+    side: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A key manager's callback that raises on the SoftExpire event (published inside the
+    # per-frame store call) is logged; the write and the delivery go on, nothing is lost.
+    sa, sb = _stores(soft=Lifetime(bytes=1000))
+    client, server = _pair(sa, sb)
+    seen: list[object] = []
+
+    def buggy(event: object) -> None:
+        seen.append(event)
+        raise RuntimeError("key manager bug")
+
+    (sa if side == "sender" else sb).subscribe(buggy)
+    data = random.Random(3).randbytes(3000)
+    with caplog.at_level("ERROR", logger="secsock"):
+        wire = b"".join(client.send_pieces(data, now=NOW))
+        wire += b"".join(client.send_pieces(b"and more", now=NOW))
+        assert _deliver(server, wire) == data + b"and more"
+    assert seen  # the callback did run (and raised)
+    assert "subscriber raised RuntimeError" in caplog.text
