@@ -56,7 +56,6 @@ from secsock.engine import (
 )
 from secsock.policy.libipsec import check_socket_policy
 from secsock.policy.model import Direction, Layout, Policy
-from secsock.sadb.model import SAProtocol
 from secsock.sadb.spd import SPD
 
 __all__ = (
@@ -276,16 +275,7 @@ class SecureSocket(_stdlib_socket.socket):
         except TypeError:
             self._natt_seen = -1
         version = 4 if self.family == AF_INET else 6
-        for record in self._engine.sadb.dump(SAProtocol.ESP):
-            sa = record.sa
-            dport = getattr(sa, "natt_dport", None)
-            if dport is None or sa.dst.version != version:
-                continue
-            if self._local is not None and sa.dst != self._local:
-                continue
-            key = (sa.dst, dport)
-            if key not in self._natt_listened and net.listen_encap(sa.dst, dport):
-                self._natt_listened.add(key)
+        net.listen_natt(self._engine.sadb, version, self._local, self._natt_listened)
 
     def _resolve(self, address: object) -> tuple[Address, int, _SockAddr]:
         if not isinstance(address, tuple) or len(address) < 2:

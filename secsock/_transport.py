@@ -695,6 +695,27 @@ class NetContext:
             self._encap_failed.pop(key, None)
             return True
 
+    def listen_natt(
+        self,
+        sadb: EngineStore,
+        version: int,
+        local: Address | None,
+        listened: set[tuple[Address, int]],
+    ) -> None:
+        """Open the shared encapsulation ports of the inbound ``esp-udp`` SAs in ``sadb`` whose
+        destination is of IP ``version`` (and is ``local``, for a socket bound to an address);
+        ``listened`` is the caller's record of the ports already open, updated here."""
+        for record in sadb.dump(SAProtocol.ESP):
+            sa = record.sa
+            dport = getattr(sa, "natt_dport", None)
+            if dport is None or sa.dst.version != version:
+                continue
+            if local is not None and sa.dst != local:
+                continue
+            key = (sa.dst, dport)
+            if key not in listened and self.listen_encap(sa.dst, dport):
+                listened.add(key)
+
     def raw_endpoint(self, family: int, protocol: int) -> RawEndpoint:
         key = (family, protocol)
         with self._lock:

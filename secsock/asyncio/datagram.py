@@ -205,16 +205,7 @@ class SecureDatagramTransport(asyncio.DatagramTransport):
         net = self._net
         if net is None:
             return
-        for record in self._engine.sadb.dump(SAProtocol.ESP):
-            sa = record.sa
-            dport = getattr(sa, "natt_dport", None)
-            if dport is None or sa.dst.version != self._version:
-                continue
-            if self._local is not None and sa.dst != self._local:
-                continue
-            key = (sa.dst, dport)
-            if key not in self._natt_listened and net.listen_encap(sa.dst, dport):
-                self._natt_listened.add(key)
+        net.listen_natt(self._engine.sadb, self._version, self._local, self._natt_listened)
 
     def _resolve(self, address: object) -> tuple[Address, int, _SockAddr]:
         if not isinstance(address, tuple) or len(address) < 2:
